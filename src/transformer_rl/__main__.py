@@ -1,0 +1,3 @@
+from transformer_rl.cli import main
+
+main()

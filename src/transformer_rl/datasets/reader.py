@@ -1,0 +1,140 @@
+"""Load a dataset into contiguous arrays once; sample K-step windows from them.
+
+Windows never cross an episode boundary: a window ending early in an episode is left-padded
+(padding repeats the episode's first row) and its ``mask`` is False on the padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from transformer_rl.datasets.format import read_manifest
+
+
+@dataclass
+class Transitions:
+    """All rows of the chosen shards, in dataset order. N rows, E episodes, D obs dims."""
+
+    obs: np.ndarray  # (N, D) float32 or uint8
+    action: np.ndarray  # (N,) int64
+    reward: np.ndarray  # (N,) float32
+    terminated: np.ndarray  # (N,) bool, True only on the last row of a terminated episode
+    truncated: np.ndarray  # (N,) bool
+    episode_id: np.ndarray  # (N,) int64
+    env_index: np.ndarray  # (N,) int32
+    step: np.ndarray  # (N,) int32
+    logp: np.ndarray  # (N,) float32, NaN where not recorded
+    value: np.ndarray  # (N,) float32, NaN where not recorded
+    episode_start: np.ndarray  # (N,) int64: row index of each row's episode start
+    final_obs: np.ndarray  # (E, D) observation after each episode's last step
+    episode_rows: np.ndarray  # (E + 1,) episode e spans rows episode_rows[e]:episode_rows[e+1]
+    manifest: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.final_obs)
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+    def next_obs(self) -> np.ndarray:
+        """(N, D): the observation after each row's action (final_obs on last rows)."""
+        nxt = np.empty_like(self.obs)
+        nxt[:-1] = self.obs[1:]
+        nxt[self.episode_rows[1:] - 1] = self.final_obs
+        return nxt
+
+    def episode_returns(self) -> np.ndarray:
+        return np.add.reduceat(self.reward, self.episode_rows[:-1]) if len(self) else np.zeros(0)
+
+
+def _fixed_list_to_numpy(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+    chunk = column.combine_chunks()
+    values = chunk.values  # ignores the chunk's slice offset: applied below
+    if values.null_count:  # children of null slots (final_obs off the last rows)
+        values = values.fill_null(0)
+    values = values.to_numpy(zero_copy_only=False)
+    values = values[chunk.offset * dim : (chunk.offset + len(chunk)) * dim]
+    return values.reshape(len(chunk), dim)
+
+
+def load(root: Path, shards: list[int] | None = None, newest_rows: int | None = None) -> Transitions:
+    """Read shards (all, chosen indices, or the newest shards holding ``newest_rows``) once."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    listed = manifest["shards"]
+    chosen = list(range(len(listed))) if shards is None else list(shards)
+    if newest_rows is not None:
+        chosen, total = [], 0
+        for i in reversed(range(len(listed))):
+            if total >= newest_rows:
+                break
+            chosen.insert(0, i)
+            total += listed[i]["rows"]
+    dim = int(np.prod(manifest["observation"]["shape"]))
+    tables = [pq.read_table(root / listed[i]["file"]) for i in chosen]
+    if not tables:
+        from transformer_rl.datasets.format import arrow_schema
+
+        tables = [arrow_schema(dim, manifest["observation"]["dtype"]).empty_table()]
+    table = pa.concat_tables(tables)
+    episode_id = table["episode_id"].to_numpy()
+    n = len(episode_id)
+    boundaries = np.flatnonzero(np.diff(episode_id)) + 1
+    episode_rows = np.concatenate([[0], boundaries, [n]]).astype(np.int64) if n else np.zeros(1, np.int64)
+    lengths = np.diff(episode_rows)
+    final = table["final_obs"].combine_chunks()
+    final_obs = _fixed_list_to_numpy(pa.chunked_array([final]), dim)[episode_rows[1:] - 1]
+
+    def floats(name: str) -> np.ndarray:
+        return table[name].to_numpy(zero_copy_only=False).astype(np.float32)
+
+    return Transitions(
+        obs=_fixed_list_to_numpy(table["obs"], dim),
+        action=table["action"].to_numpy().astype(np.int64),
+        reward=table["reward"].to_numpy(),
+        terminated=table["terminated"].to_numpy(zero_copy_only=False),
+        truncated=table["truncated"].to_numpy(zero_copy_only=False),
+        episode_id=episode_id,
+        env_index=table["env_index"].to_numpy(),
+        step=table["step"].to_numpy(),
+        logp=floats("logp"),
+        value=floats("value"),
+        episode_start=np.repeat(episode_rows[:-1], lengths),
+        final_obs=final_obs,
+        episode_rows=episode_rows,
+        manifest=manifest,
+    )
+
+
+@dataclass
+class Windows:
+    """A batch of B windows of K rows; index[b, k] is the row, mask[b, k] False on padding."""
+
+    index: np.ndarray  # (B, K) int64
+    mask: np.ndarray  # (B, K) bool
+
+
+def window_indices(data: Transitions, ends: np.ndarray, context: int) -> Windows:
+    """Windows of ``context`` rows ending at rows ``ends``, never crossing an episode start."""
+    offsets = np.arange(-context + 1, 1)  # (K,)
+    index = ends[:, None] + offsets[None, :]  # (B, K)
+    start = data.episode_start[ends][:, None]
+    mask = index >= start
+    return Windows(index=np.where(mask, index, start), mask=mask)
+
+
+def sample_windows(data: Transitions, batch_size: int, context: int, rng: np.random.Generator) -> Windows:
+    """Uniformly chosen end rows; each window holds up to ``context`` rows of one episode."""
+    ends = rng.integers(0, len(data), batch_size)
+    return window_indices(data, ends, context)

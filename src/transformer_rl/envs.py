@@ -1,0 +1,193 @@
+"""Env ids -> EnvPool configuration, and the adapter from EnvPool's output to our observations.
+
+Ids are EnvPool tasks with a flat Box observation and Discrete actions (``CartPole-v1``,
+``Acrobot-v1``, ...) and ``<Game>-ram`` for every Atari game: EnvPool task ``<Game>-v5`` whose
+observation is the 128 RAM bytes in ``info["ram"]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from transformer_rl.errors import UsageError
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import envpool
+    from envpool.registration import registry
+
+# EnvPool's Box spaces carry float64 bounds; gymnasium warns each time one is built.
+warnings.filterwarnings("ignore", message=".*precision lowered by casting.*")
+
+RAM_SUFFIX = "-ram"
+RAM_SIZE = 128
+
+# ALE v5 semantics (Machado et al. 2018): frame skip 4, sticky actions 0.25, minimal action set,
+# no no-op starts, no fire reset, full episodes. The rendered frame is kept as small as EnvPool
+# allows since only the RAM is used.
+ATARI_V5 = dict(
+    frame_skip=4,
+    repeat_action_probability=0.25,
+    full_action_space=False,
+    noop_max=1,
+    use_fire_reset=False,
+    episodic_life=False,
+    reward_clip=False,
+    stack_num=1,
+    img_height=1,
+    img_width=1,
+    gray_scale=True,
+)
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything needed to build, describe and re-simulate an environment."""
+
+    env_id: str  # what the user typed, e.g. "Breakout-ram"
+    task: str  # EnvPool task, e.g. "Breakout-v5"
+    obs_shape: tuple[int, ...]
+    obs_dtype: str  # "float32" or "uint8"
+    num_actions: int
+    max_episode_steps: int
+    config: dict[str, Any] = field(default_factory=dict)  # extra envpool.make kwargs
+
+    @property
+    def is_ram(self) -> bool:
+        return self.env_id.endswith(RAM_SUFFIX)
+
+    @property
+    def obs_dim(self) -> int:
+        return int(np.prod(self.obs_shape))
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["obs_shape"] = list(self.obs_shape)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> EnvSpec:
+        return cls(**{**d, "obs_shape": tuple(d["obs_shape"])})
+
+
+@cache
+def atari_games() -> tuple[str, ...]:
+    """Atari game names EnvPool knows, e.g. ("Adventure", ..., "Breakout", ...)."""
+    return tuple(
+        task[: -len("-v5")]
+        for task, entry in registry.specs.items()
+        if task.endswith("-v5") and entry[0] == "envpool.atari"
+    )
+
+
+@cache
+def known_ids() -> tuple[str, ...]:
+    ram = [game + RAM_SUFFIX for game in atari_games()]
+    others = [t for t in envpool.list_all_envs() if registry.specs[t][0] != "envpool.atari"]
+    return tuple(ram + others)
+
+
+def _unknown(env_id: str) -> UsageError:
+    close = difflib.get_close_matches(env_id, known_ids(), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "see `trl envs` for valid ids"
+    return UsageError(f"unknown env id {env_id!r}: {hint}")
+
+
+def resolve(
+    env_id: str,
+    *,
+    sticky: float | None = None,
+    frame_skip: int | None = None,
+    max_episode_steps: int | None = None,
+) -> EnvSpec:
+    """Turn a user id into an EnvSpec, or raise UsageError naming the closest valid ids."""
+    overrides: dict[str, Any] = {}
+    if max_episode_steps is not None:
+        if max_episode_steps <= 0:
+            raise UsageError("--max-episode-steps must be positive")
+        overrides["max_episode_steps"] = max_episode_steps
+    if env_id.endswith(RAM_SUFFIX):
+        game = env_id[: -len(RAM_SUFFIX)]
+        if game not in atari_games():
+            raise _unknown(env_id)
+        config = dict(ATARI_V5, **overrides)
+        if sticky is not None:
+            if not 0.0 <= sticky < 1.0:
+                raise UsageError("--sticky must be in [0, 1)")
+            config["repeat_action_probability"] = sticky
+        if frame_skip is not None:
+            if frame_skip <= 0:
+                raise UsageError("--frame-skip must be positive")
+            config["frame_skip"] = frame_skip
+        task = game + "-v5"
+        spec = _make_spec(task, config)
+        return EnvSpec(
+            env_id=env_id,
+            task=task,
+            obs_shape=(RAM_SIZE,),
+            obs_dtype="uint8",
+            num_actions=int(spec.action_space.n),
+            max_episode_steps=int(spec.config.max_episode_steps),
+            config=config,
+        )
+    if sticky is not None or frame_skip is not None:
+        raise UsageError(f"--sticky and --frame-skip apply to Atari '-ram' ids, not {env_id!r}")
+    if env_id not in registry.specs:
+        raise _unknown(env_id)
+    if registry.specs[env_id][0] == "envpool.atari":
+        raise UsageError(f"{env_id!r} has image observations: use '{env_id[:-3]}-ram' for its RAM")
+    spec = _make_spec(env_id, overrides)
+    obs_space, act_space = spec.observation_space, spec.action_space
+    if not hasattr(act_space, "n"):
+        raise UsageError(f"{env_id!r} has continuous actions; trl needs Discrete actions")
+    if not hasattr(obs_space, "shape") or obs_space.shape is None or len(obs_space.shape) != 1:
+        raise UsageError(f"{env_id!r} has a structured observation; trl needs a flat Box")
+    return EnvSpec(
+        env_id=env_id,
+        task=env_id,
+        obs_shape=tuple(int(s) for s in obs_space.shape),
+        obs_dtype="uint8" if obs_space.dtype == np.uint8 else "float32",
+        num_actions=int(act_space.n),
+        max_episode_steps=int(spec.config.max_episode_steps),
+        config=overrides,
+    )
+
+
+def _make_spec(task: str, config: dict[str, Any]):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return envpool.make_spec(task, **config)
+
+
+def make_pool(spec: EnvSpec, num_envs: int, seed: int, batch_size: int | None = None):
+    """An EnvPool pool: sync when batch_size == num_envs, async (send/recv) when smaller.
+
+    Env i of the pool plays exactly the stream of a single env seeded ``seed + i``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return envpool.make(
+            spec.task,
+            env_type="gymnasium",
+            num_envs=num_envs,
+            batch_size=batch_size or num_envs,
+            seed=seed,
+            **spec.config,
+        )
+
+
+def observe(spec: EnvSpec, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+    """Our observation for a batch: the RAM bytes for Atari ids, EnvPool's obs otherwise."""
+    if spec.is_ram:
+        return info["ram"]
+    return obs.astype(np.float32, copy=False) if spec.obs_dtype == "float32" else obs
+
+
+def envpool_version() -> str:
+    return envpool.__version__
