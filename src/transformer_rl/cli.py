@@ -91,6 +91,8 @@ def _collect_progress(total: int, unit: str):
     task = progress.add_task("collect", total=total, sps=0.0, episodes=0, mean_return=0.0)
 
     def update(stats, already: int = 0) -> None:
+        if not progress.live.is_started:  # started on first news, so errors print alone
+            progress.start()
         recent = stats.returns[-100:]
         done = stats.rows if unit == "steps" else stats.episodes
         progress.update(
@@ -141,8 +143,10 @@ def collect(
         raise UsageError(f"unknown --policy {policy!r}: use random (trained policies: `trl eval --record`)")
     behaviour = RandomPolicy(spec.num_actions, seed)
     progress, update = _collect_progress(steps or episodes, "steps" if steps else "episodes")
-    with progress:
+    try:
         stats = run_collect(spec, out, behaviour, cfg, append=resume, progress=update)
+    finally:
+        progress.stop()
     console.print(
         f"{stats.rows:,} transitions in {stats.episodes:,} episodes -> {out} "
         f"(dataset: {stats.dataset_rows:,} rows, {stats.dataset_episodes:,} episodes; "

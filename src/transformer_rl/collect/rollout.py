@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from transformer_rl.collect.policies import Policy
-from transformer_rl.datasets.writer import Episode, open_for_append
+from transformer_rl.datasets.writer import EpisodeBatch, open_for_append
 from transformer_rl.envs import EnvSpec, make_pool, observe
 from transformer_rl.errors import UsageError
 
@@ -58,80 +58,92 @@ class CollectStats:
         return self.env_steps / max(self.wall_s, 1e-9)
 
 
-class EpisodeRecorder:
-    """Per-env buffers that grow transition by transition and hand out finished episodes."""
+class StepLog:
+    """Every entry EnvPool returns, in arrival order, with the action sent back for it.
 
-    def __init__(self, num_envs: int, obs_dim: int, obs_dtype: str, capacity: int = 1024):
-        self.n, self.dim, self.dtype = num_envs, obs_dim, np.dtype(obs_dtype)
-        self.obs = np.zeros((num_envs, capacity, obs_dim), self.dtype)
-        self.action = np.zeros((num_envs, capacity), np.int32)
-        self.reward = np.zeros((num_envs, capacity), np.float32)
-        self.logp = np.zeros((num_envs, capacity), np.float32)
-        self.value = np.zeros((num_envs, capacity), np.float32)
-        self.length = np.zeros(num_envs, np.int64)
-        self.last_obs = np.zeros((num_envs, obs_dim), self.dtype)  # before the pending action
-        self.last_action = np.zeros(num_envs, np.int32)
-        self.last_logp = np.zeros(num_envs, np.float32)
-        self.last_value = np.zeros(num_envs, np.float32)
+    Appending a batch is a few slice copies, so the per-step cost stays tiny; ``cut`` then
+    turns all finished episodes into rows at once with numpy and keeps only the entries of
+    unfinished episodes. Entry k of an env pairs with its next entry k' to form a transition
+    (obs[k], action[k], reward[k'], terminated[k'], truncated[k']) when elapsed[k'] > 0.
+    """
+
+    def __init__(self, obs_dim: int, obs_dtype: str, capacity: int = 1 << 16):
+        self.size = 0
+        self.env = np.zeros(capacity, np.int32)
+        self.obs = np.zeros((capacity, obs_dim), obs_dtype)
+        self.reward = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, bool)
+        self.truncated = np.zeros(capacity, bool)
+        self.elapsed = np.zeros(capacity, np.int32)
+        self.action = np.zeros(capacity, np.int32)
+        self.logp = np.zeros(capacity, np.float32)
+        self.value = np.zeros(capacity, np.float32)
         self.has_logp = False
 
-    def _grow(self) -> None:
-        def bigger(a: np.ndarray) -> np.ndarray:
-            out = np.zeros((a.shape[0], a.shape[1] * 2, *a.shape[2:]), a.dtype)
-            out[:, : a.shape[1]] = a
-            return out
+    _columns = ("env", "obs", "reward", "terminated", "truncated", "elapsed", "action", "logp", "value")
 
-        self.obs, self.action, self.reward, self.logp, self.value = map(
-            bigger, (self.obs, self.action, self.reward, self.logp, self.value)
-        )
+    def add(self, ids, obs, reward, terminated, truncated, elapsed) -> slice:
+        n = len(ids)
+        if self.size + n > len(self.env):
+            for name in self._columns:
+                old = getattr(self, name)
+                new = np.zeros((2 * len(old) + n, *old.shape[1:]), old.dtype)
+                new[: self.size] = old[: self.size]
+                setattr(self, name, new)
+        at = slice(self.size, self.size + n)
+        self.env[at], self.obs[at], self.reward[at] = ids, obs, reward
+        self.terminated[at], self.truncated[at], self.elapsed[at] = terminated, truncated, elapsed
+        self.size += n
+        return at
 
-    def record(self, ids, obs, reward, terminated, truncated, elapsed) -> list[Episode]:
-        """Take one batch from EnvPool; return the episodes it finished."""
-        moved = elapsed > 0
-        if not moved.all():
-            ids_m = ids[moved]
-            reward, terminated, truncated = reward[moved], terminated[moved], truncated[moved]
-            next_obs = obs[moved]
-        else:
-            ids_m, next_obs = ids, obs
-        finished: list[Episode] = []
-        if len(ids_m):
-            pos = self.length[ids_m]
-            if pos.max() >= self.action.shape[1]:
-                self._grow()
-            self.obs[ids_m, pos] = self.last_obs[ids_m]
-            self.action[ids_m, pos] = self.last_action[ids_m]
-            self.reward[ids_m, pos] = reward
-            if self.has_logp:
-                self.logp[ids_m, pos] = self.last_logp[ids_m]
-                self.value[ids_m, pos] = self.last_value[ids_m]
-            self.length[ids_m] = pos + 1
-            done = np.flatnonzero(terminated | truncated)
-            for j in done:
-                i, t = int(ids_m[j]), int(pos[j]) + 1
-                finished.append(
-                    Episode(
-                        env_index=i,
-                        obs=self.obs[i, :t].copy(),
-                        action=self.action[i, :t].copy(),
-                        reward=self.reward[i, :t].copy(),
-                        final_obs=next_obs[j].copy(),
-                        terminated=bool(terminated[j]),
-                        truncated=bool(truncated[j]) and not bool(terminated[j]),
-                        logp=self.logp[i, :t].copy() if self.has_logp else None,
-                        value=self.value[i, :t].copy() if self.has_logp else None,
-                    )
-                )
-                self.length[i] = 0
-        self.last_obs[ids] = obs
-        return finished
-
-    def acted(self, ids, action, logp=None, value=None) -> None:
-        self.last_action[ids] = action
+    def acted(self, at: slice, action, logp=None, value=None) -> None:
+        self.action[at] = action
         if logp is not None:
             self.has_logp = True
-            self.last_logp[ids] = logp
-            self.last_value[ids] = value
+            self.logp[at], self.value[at] = logp, value
+
+    def cut(self, max_episodes: int | None = None) -> EpisodeBatch:
+        """Finished episodes in the order they finished (at most ``max_episodes``)."""
+        n = self.size
+        order = np.argsort(self.env[:n], kind="stable")  # per env, entries in time order
+        env, elapsed = self.env[order], self.elapsed[order]
+        episode = np.cumsum(elapsed == 0) - 1  # each env's entries start with a reset entry
+        pair = np.zeros(n, bool)  # entry k and k+1 form a transition
+        pair[:-1] = (env[1:] == env[:-1]) & (elapsed[1:] > 0)
+        ended = np.zeros(n, bool)
+        nxt = order[1:]
+        ended[:-1] = pair[:-1] & (self.terminated[nxt] | self.truncated[nxt])
+        end_pos = np.flatnonzero(ended)
+        end_pos = end_pos[np.argsort(order[end_pos + 1], kind="stable")]  # finishing order
+        if max_episodes is not None:
+            end_pos = end_pos[:max_episodes]
+        rank = np.full(episode[-1] + 1 if n else 0, -1, np.int64)
+        rank[episode[end_pos]] = np.arange(len(end_pos))
+        rows = np.flatnonzero(pair & (rank[episode] >= 0))
+        rows = rows[np.argsort(rank[episode[rows]], kind="stable")]
+        src, dst = order[rows], order[rows + 1]
+        last = order[end_pos + 1]
+        term = self.terminated[last]
+        batch = EpisodeBatch(
+            obs=self.obs[src],
+            action=self.action[src],
+            reward=self.reward[dst],
+            logp=self.logp[src] if self.has_logp else None,
+            value=self.value[src] if self.has_logp else None,
+            lengths=np.bincount(rank[episode[rows]], minlength=len(end_pos)).astype(np.int64),
+            env_index=env[end_pos].astype(np.int32),
+            terminated=term,
+            truncated=self.truncated[last] & ~term,
+            final_obs=self.obs[last],
+        )
+        finished = np.zeros(len(rank) + 1, bool)
+        finished[episode[np.flatnonzero(ended)]] = True
+        keep = np.sort(order[~finished[episode]]) if n else order
+        for name in self._columns:
+            column = getattr(self, name)
+            column[: len(keep)] = column[keep]
+        self.size = len(keep)
+        return batch
 
 
 ProgressFn = Callable[[CollectStats], None]
@@ -145,7 +157,8 @@ def collect(
     *,
     append: bool = False,
     progress: ProgressFn | None = None,
-    progress_every_s: float = 0.25,
+    cut_entries: int = 1 << 16,
+    cut_every_s: float = 0.5,
 ) -> CollectStats:
     """Play ``policy`` in EnvPool and append whole episodes to the dataset at ``out``.
 
@@ -173,10 +186,25 @@ def collect(
         return stats
 
     pool = make_pool(spec, cfg.num_envs, segment["seed"], batch_size)
-    recorder = EpisodeRecorder(cfg.num_envs, spec.obs_dim, spec.obs_dtype)
+    log = StepLog(spec.obs_dim, spec.obs_dtype, capacity=max(1 << 16, 4 * cfg.num_envs))
     offset = segment["env_index_offset"]
     sync = batch_size == cfg.num_envs
-    start = last_report = time.perf_counter()
+    done_rows = done_episodes = 0  # counted as episodes end, before they are cut
+    start = last_cut = time.perf_counter()
+
+    def cut(max_episodes: int | None = None) -> None:
+        batch = log.cut(max_episodes)
+        batch.env_index += offset
+        writer.add(batch)
+        stats.rows += batch.rows
+        stats.episodes += batch.episodes
+        stats.returns.extend(batch.returns().tolist())
+        stats.lengths.extend(batch.lengths.tolist())
+        segment["env_steps"] = stats.env_steps
+        stats.wall_s = time.perf_counter() - start
+        if progress is not None:
+            progress(stats)
+
     if sync:
         obs, info = pool.reset()
         reward = np.zeros(cfg.num_envs, np.float32)
@@ -189,32 +217,27 @@ def collect(
                 obs, reward, terminated, truncated, info = pool.recv()
             ids, elapsed = info["env_id"], info["elapsed_step"]
             obs = observe(spec, obs, info)
-            for episode in recorder.record(ids, obs, reward, terminated, truncated, elapsed):
-                episode.env_index += offset
-                writer.add(episode)
-                stats.rows += len(episode)
-                stats.episodes += 1
-                stats.returns.append(float(episode.reward.sum()))
-                stats.lengths.append(len(episode))
-                if stats.episodes == want_episodes:
-                    break
-            stats.env_steps += int(np.count_nonzero(elapsed))
-            if (want_rows is not None and stats.rows >= want_rows) or stats.episodes == want_episodes:
+            at = log.add(ids, obs, reward, terminated, truncated, elapsed)
+            ends = (terminated | truncated) & (elapsed > 0)
+            if ends.any():
+                done_episodes += int(np.count_nonzero(ends))
+                done_rows += int(elapsed[ends].sum())  # an episode's length is its last elapsed_step
+            stats.env_steps += len(ids) - int(np.count_nonzero(elapsed == 0))
+            if want_episodes is not None and done_episodes >= want_episodes:
+                cut(max_episodes=want_episodes - stats.episodes)
+                break
+            if want_rows is not None and done_rows >= want_rows:
+                cut()
                 break
             action, logp, value = policy.act(obs, ids, elapsed == 0)
-            recorder.acted(ids, action, logp, value)
+            log.acted(at, action, logp, value)
             if sync:
                 obs, reward, terminated, truncated, info = pool.step(action)
             else:
                 pool.send(action, ids)
-            now = time.perf_counter()
-            if now - last_report >= progress_every_s:
-                last_report = now
-                segment["env_steps"] = stats.env_steps
-                stats.wall_s = now - start
-                if progress is not None:
-                    progress(stats)
-        segment["env_steps"] = stats.env_steps
+            if log.size >= cut_entries or time.perf_counter() - last_cut > cut_every_s:
+                cut()
+                last_cut = time.perf_counter()
     stats.wall_s = time.perf_counter() - start
     stats.dataset_rows, stats.dataset_episodes = writer.rows, writer.episodes
     if progress is not None:

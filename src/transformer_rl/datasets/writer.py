@@ -8,7 +8,8 @@ lists only complete shards; files it does not list are leftovers that `open_for_
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +34,47 @@ from transformer_rl.errors import UsageError
 
 
 @dataclass
-class Episode:
-    """One finished episode as arrays; obs[t] is the observation before action[t]."""
+class EpisodeBatch:
+    """Finished episodes as flat columns: R rows in episode order, E episodes, D obs dims.
 
-    env_index: int
-    obs: np.ndarray  # (T, D)
-    action: np.ndarray  # (T,) int32
-    reward: np.ndarray  # (T,) float32
-    final_obs: np.ndarray  # (D,) observation after the last step
-    terminated: bool
-    truncated: bool
-    logp: np.ndarray | None = None  # (T,) float32, behaviour policy
-    value: np.ndarray | None = None  # (T,) float32
+    obs[r] is the observation before action[r]; episode e's rows are lengths[:e].sum() onward.
+    """
 
-    def __len__(self) -> int:
+    obs: np.ndarray  # (R, D)
+    action: np.ndarray  # (R,) int32
+    reward: np.ndarray  # (R,) float32
+    logp: np.ndarray | None  # (R,) float32, behaviour policy, or None
+    value: np.ndarray | None  # (R,) float32, or None
+    lengths: np.ndarray  # (E,) int64
+    env_index: np.ndarray  # (E,) int32
+    terminated: np.ndarray  # (E,) bool
+    truncated: np.ndarray  # (E,) bool, never together with terminated
+    final_obs: np.ndarray  # (E, D) observation after each episode's last step
+
+    @property
+    def rows(self) -> int:
         return len(self.action)
+
+    @property
+    def episodes(self) -> int:
+        return len(self.lengths)
+
+    def returns(self) -> np.ndarray:
+        starts = np.cumsum(self.lengths) - self.lengths
+        return np.add.reduceat(self.reward, starts) if self.rows else np.zeros(0, np.float32)
+
+    @staticmethod
+    def concat(batches: list[EpisodeBatch]) -> EpisodeBatch:
+        def cat(name: str):
+            parts = [getattr(b, name) for b in batches]
+            if any(p is None for p in parts):
+                if all(p is None for p in parts):
+                    return None
+                parts = [p if p is not None else np.full(b.rows, np.nan, np.float32)
+                         for p, b in zip(parts, batches, strict=True)]
+            return np.concatenate(parts)
+
+        return EpisodeBatch(**{f.name: cat(f.name) for f in fields(EpisodeBatch)})
 
 
 def _fixed_list(values: np.ndarray, dim: int, mask: np.ndarray | None = None) -> pa.Array:
@@ -57,39 +84,33 @@ def _fixed_list(values: np.ndarray, dim: int, mask: np.ndarray | None = None) ->
     return pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(mask))
 
 
-def episodes_to_table(episodes: list[Episode], first_id: int, schema: pa.Schema) -> pa.Table:
-    lengths = np.array([len(e) for e in episodes], dtype=np.int64)
-    n, dim = int(lengths.sum()), schema.field("obs").type.list_size
+def batch_to_table(batch: EpisodeBatch, first_id: int, schema: pa.Schema) -> pa.Table:
+    n, dim, lengths = batch.rows, schema.field("obs").type.list_size, batch.lengths
     last = np.cumsum(lengths) - 1
     is_last = np.zeros(n, dtype=bool)
     is_last[last] = True
-    final = np.zeros((n, dim), dtype=episodes[0].obs.dtype)
-    final[last] = np.stack([e.final_obs for e in episodes])
+    final = np.zeros((n, dim), dtype=batch.obs.dtype)
+    final[last] = batch.final_obs
     term = np.zeros(n, dtype=bool)
     trunc = np.zeros(n, dtype=bool)
-    term[last] = [e.terminated for e in episodes]
-    trunc[last] = [e.truncated for e in episodes]
+    term[last] = batch.terminated
+    trunc[last] = batch.truncated
     starts = np.repeat(last - lengths + 1, lengths)
 
-    def optional(name: str) -> pa.Array:
-        parts = [getattr(e, name) for e in episodes]
-        if all(p is None for p in parts):
-            return pa.nulls(n, pa.float32())
-        filled = [p if p is not None else np.full(len(e), np.nan, np.float32)
-                  for p, e in zip(parts, episodes, strict=True)]
-        return pa.array(np.concatenate(filled).astype(np.float32))
+    def optional(values: np.ndarray | None) -> pa.Array:
+        return pa.nulls(n, pa.float32()) if values is None else pa.array(values.astype(np.float32))
 
     columns = {
-        "episode_id": pa.array(np.repeat(first_id + np.arange(len(episodes)), lengths)),
-        "env_index": pa.array(np.repeat([e.env_index for e in episodes], lengths).astype(np.int32)),
+        "episode_id": pa.array(np.repeat(first_id + np.arange(batch.episodes), lengths)),
+        "env_index": pa.array(np.repeat(batch.env_index, lengths).astype(np.int32)),
         "step": pa.array((np.arange(n) - starts).astype(np.int32)),
-        "obs": _fixed_list(np.concatenate([e.obs for e in episodes]), dim),
-        "action": pa.array(np.concatenate([e.action for e in episodes]).astype(np.int32)),
-        "reward": pa.array(np.concatenate([e.reward for e in episodes]).astype(np.float32)),
+        "obs": _fixed_list(batch.obs, dim),
+        "action": pa.array(batch.action.astype(np.int32)),
+        "reward": pa.array(batch.reward.astype(np.float32)),
         "terminated": pa.array(term),
         "truncated": pa.array(trunc),
-        "logp": optional("logp"),
-        "value": optional("value"),
+        "logp": optional(batch.logp),
+        "value": optional(batch.value),
         "final_obs": _fixed_list(final, dim, mask=~is_last),
     }
     return pa.Table.from_pydict(columns, schema=schema)
@@ -98,51 +119,74 @@ def episodes_to_table(episodes: list[Episode], first_id: int, schema: pa.Schema)
 class DatasetWriter:
     """Appends finished episodes to a dataset, one shard every ``shard_rows`` rows.
 
-    Use as a context manager, or call ``close``; ``flush`` writes what is buffered now.
+    Shards are encoded and written on one background thread (pyarrow releases the GIL), in
+    order, at most one in flight, so collection keeps stepping while a shard is written.
+    Use as a context manager, or call ``close``.
     """
 
     def __init__(self, root: Path, manifest: dict[str, Any], spec: EnvSpec, shard_rows: int):
         self.root, self.manifest, self.spec, self.shard_rows = root, manifest, spec, shard_rows
         self.schema = arrow_schema(spec.obs_dim, spec.obs_dtype, spec.env_id)
-        self.buffer: list[Episode] = []
+        self.buffer: list[EpisodeBatch] = []
         self.buffered_rows = 0
-        self.rows, self.episodes = totals(manifest)
+        self.rows, self.episodes = totals(manifest)  # including what is buffered or in flight
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._in_flight: Future | None = None
 
-    def add(self, episode: Episode) -> None:
-        self.buffer.append(episode)
-        self.buffered_rows += len(episode)
-        if self.buffered_rows >= self.shard_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.buffer:
-            write_manifest(self.root, self.manifest)  # keeps segment counters current
+    def add(self, batch: EpisodeBatch) -> None:
+        if not batch.episodes:
             return
-        table = episodes_to_table(self.buffer, self.episodes, self.schema)
+        self.buffer.append(batch)
+        self.buffered_rows += batch.rows
+        self.rows += batch.rows
+        self.episodes += batch.episodes
+        if self.buffered_rows >= self.shard_rows:
+            self.flush(wait=False)
+
+    def flush(self, wait: bool = True) -> None:
+        """Write what is buffered as one shard, then the manifest."""
+        self._wait()
+        if self.buffer:
+            batch, first_id = EpisodeBatch.concat(self.buffer), self.episodes - sum(
+                b.episodes for b in self.buffer
+            )
+            self.buffer, self.buffered_rows = [], 0
+            self._in_flight = self._pool.submit(self._write_shard, batch, first_id)
+        else:
+            self._in_flight = self._pool.submit(write_manifest, self.root, self.manifest)
+        if wait:
+            self._wait()
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            future.result()  # re-raises a failed write here, on the caller's thread
+
+    def _write_shard(self, batch: EpisodeBatch, first_id: int) -> None:
+        table = batch_to_table(batch, first_id, self.schema)
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd", compression_level=1)
-        data = sink.getvalue()
-        index = len(self.manifest["shards"])
-        name = shard_name(index)
-        atomic_write_bytes(self.root / name, memoryview(data))
+        pq.write_table(table, sink, compression="zstd", compression_level=1, use_dictionary=False)
+        data = memoryview(sink.getvalue())
+        name = shard_name(len(self.manifest["shards"]))
+        atomic_write_bytes(self.root / name, data)
         self.manifest["shards"].append(
             {
                 "file": name,
                 "rows": table.num_rows,
-                "episodes": len(self.buffer),
-                "first_episode_id": self.episodes,
-                "bytes": data.size,
-                "sha256": sha256_bytes(memoryview(data)),
+                "episodes": batch.episodes,
+                "first_episode_id": first_id,
+                "bytes": len(data),
+                "sha256": sha256_bytes(data),
                 "segment": len(self.manifest["segments"]) - 1,
             }
         )
-        self.rows += table.num_rows
-        self.episodes += len(self.buffer)
-        self.buffer, self.buffered_rows = [], 0
         write_manifest(self.root, self.manifest)
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush(wait=True)
+        finally:
+            self._pool.shutdown(wait=True)
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -150,6 +194,8 @@ class DatasetWriter:
     def __exit__(self, exc_type, *_) -> None:
         if exc_type is None or exc_type is KeyboardInterrupt:
             self.close()
+        else:
+            self._pool.shutdown(wait=True)
 
 
 def open_for_append(
