@@ -189,5 +189,11 @@ def observe(spec: EnvSpec, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
     return obs.astype(np.float32, copy=False) if spec.obs_dtype == "float32" else obs
 
 
+def reward_threshold(spec: EnvSpec) -> float | None:
+    """The score at which the env counts as solved (CartPole-v1: 475), if EnvPool knows one."""
+    value = getattr(_make_spec(spec.task, spec.config).config, "reward_threshold", None)
+    return float(value) if value is not None else None
+
+
 def envpool_version() -> str:
     return envpool.__version__

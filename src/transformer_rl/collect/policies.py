@@ -36,3 +36,72 @@ class RandomPolicy:
 
     def describe(self) -> dict[str, Any]:
         return {"policy": "random", "seed": self.seed, "checkpoint": None, "iteration": None}
+
+
+class ModelPolicy:
+    """Acts with a trained model, keeping each env's last K observations on the fly.
+
+    mode "greedy": argmax of Q (DQN) or of the policy logits (PPO); "epsilon": epsilon-greedy
+    over Q; "sample": sample from the policy, recording logp and value for PPO.
+    """
+
+    def __init__(self, model, num_envs: int, mode: str, *, algo: str = "dqn",
+                 epsilon: float = 0.0, seed: int = 0, describe: dict[str, Any] | None = None):
+        import torch
+
+        if mode not in ("greedy", "epsilon", "sample"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.torch, self.model, self.mode, self.algo = torch, model, mode, algo
+        self.epsilon, self.seed, self.extra = epsilon, seed, describe or {}
+        self.device = next(model.parameters()).device
+        cfg = model.config
+        self.k, self.num_actions = cfg.context, cfg.num_actions
+        self.ctx_obs = np.zeros((num_envs, self.k, cfg.obs_dim), np.float32)
+        self.ctx_prev = np.full((num_envs, self.k), cfg.num_actions, np.int64)
+        self.ctx_len = np.zeros(num_envs, np.int64)
+        self.last_action = np.full(num_envs, cfg.num_actions, np.int64)
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def act(self, obs: np.ndarray, env_ids: np.ndarray, first: np.ndarray) -> Act:
+        torch = self.torch
+        ids = env_ids
+        self.ctx_len[ids[first]] = 0
+        self.last_action[ids[first]] = self.num_actions
+        # shift each env's context left by one and append the new step
+        self.ctx_obs[ids, :-1] = self.ctx_obs[ids, 1:]
+        self.ctx_obs[ids, -1] = obs
+        self.ctx_prev[ids, :-1] = self.ctx_prev[ids, 1:]
+        self.ctx_prev[ids, -1] = self.last_action[ids]
+        self.ctx_len[ids] = np.minimum(self.ctx_len[ids] + 1, self.k)
+        mask = np.arange(self.k)[None, :] >= (self.k - self.ctx_len[ids])[:, None]  # (B, K)
+        with torch.inference_mode():
+            out = self.model(
+                torch.from_numpy(self.ctx_obs[ids]).to(self.device),
+                torch.from_numpy(self.ctx_prev[ids]).to(self.device),
+                torch.from_numpy(mask).to(self.device),
+            )
+        logp = value = None
+        if self.algo == "dqn":
+            q = out.q[:, -1].float().cpu()  # (B, A)
+            action = q.argmax(-1).numpy()
+            if self.mode == "epsilon" and self.epsilon > 0:
+                explore = self.rng.random(len(ids)) < self.epsilon
+                action = np.where(explore, self.rng.integers(0, self.num_actions, len(ids)), action)
+        else:
+            logits = out.logits[:, -1].float().cpu()  # (B, A)
+            if self.mode == "greedy":
+                action = logits.argmax(-1).numpy()
+            else:
+                dist = torch.distributions.Categorical(logits=logits)
+                a = torch.multinomial(dist.probs, 1, generator=self.generator).squeeze(-1)
+                action = a.numpy()
+                logp = dist.log_prob(a).numpy().astype(np.float32)
+                value = out.value[:, -1].float().cpu().numpy().astype(np.float32)
+        action = action.astype(np.int32)
+        self.last_action[ids] = action
+        return action, logp, value
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": f"{self.algo}-{self.mode}", "epsilon": self.epsilon, "seed": self.seed,
+                **self.extra}

@@ -28,11 +28,12 @@ class CollectConfig:
     batch_size: int | None = None  # < num_envs: async EnvPool (send/recv)
     seed: int = 0
     shard_rows: int = 100_000  # rows per Parquet shard
+    episodes_per_env: int | None = None  # or once every env has finished this many (unbiased eval)
 
     def validate(self) -> None:
-        if (self.steps is None) == (self.episodes is None):
+        if sum(x is not None for x in (self.steps, self.episodes, self.episodes_per_env)) != 1:
             raise UsageError("give exactly one of --steps or --episodes")
-        for name in ("steps", "episodes", "num_envs", "batch_size", "shard_rows"):
+        for name in ("steps", "episodes", "num_envs", "batch_size", "shard_rows", "episodes_per_env"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -102,8 +103,9 @@ class StepLog:
             self.has_logp = True
             self.logp[at], self.value[at] = logp, value
 
-    def cut(self, max_episodes: int | None = None) -> EpisodeBatch:
-        """Finished episodes in the order they finished (at most ``max_episodes``)."""
+    def cut(self, max_episodes: int | None = None, quota: np.ndarray | None = None) -> EpisodeBatch:
+        """Finished episodes in the order they finished: at most ``max_episodes``, and at
+        most ``quota[i]`` from env i (the quota is decremented)."""
         n = self.size
         order = np.argsort(self.env[:n], kind="stable")  # per env, entries in time order
         env, elapsed = self.env[order], self.elapsed[order]
@@ -113,7 +115,12 @@ class StepLog:
         ended = np.zeros(n, bool)
         nxt = order[1:]
         ended[:-1] = pair[:-1] & (self.terminated[nxt] | self.truncated[nxt])
-        end_pos = np.flatnonzero(ended)
+        end_pos = np.flatnonzero(ended)  # grouped by env, in time order within each
+        if quota is not None:
+            end_env = env[end_pos]
+            ordinal = np.arange(len(end_pos)) - np.searchsorted(end_env, end_env)
+            end_pos = end_pos[ordinal < quota[end_env]]
+            quota -= np.bincount(env[end_pos], minlength=len(quota))
         end_pos = end_pos[np.argsort(order[end_pos + 1], kind="stable")]  # finishing order
         if max_episodes is not None:
             end_pos = end_pos[:max_episodes]
@@ -192,8 +199,13 @@ def collect(
     done_rows = done_episodes = 0  # counted as episodes end, before they are cut
     start = last_cut = time.perf_counter()
 
+    quota = None
+    if cfg.episodes_per_env is not None:
+        quota = np.full(cfg.num_envs, cfg.episodes_per_env, np.int64)
+        ended_per_env = np.zeros(cfg.num_envs, np.int64)
+
     def cut(max_episodes: int | None = None) -> None:
-        batch = log.cut(max_episodes)
+        batch = log.cut(max_episodes, quota)
         batch.env_index += offset
         writer.add(batch)
         stats.rows += batch.rows
@@ -218,11 +230,16 @@ def collect(
             ids, elapsed = info["env_id"], info["elapsed_step"]
             obs = observe(spec, obs, info)
             at = log.add(ids, obs, reward, terminated, truncated, elapsed)
+            stats.env_steps += len(ids) - int(np.count_nonzero(elapsed == 0))
             ends = (terminated | truncated) & (elapsed > 0)
             if ends.any():
                 done_episodes += int(np.count_nonzero(ends))
                 done_rows += int(elapsed[ends].sum())  # an episode's length is its last elapsed_step
-            stats.env_steps += len(ids) - int(np.count_nonzero(elapsed == 0))
+                if quota is not None:
+                    ended_per_env[ids[ends]] += 1
+                    if (ended_per_env >= cfg.episodes_per_env).all():
+                        cut()
+                        break
             if want_episodes is not None and done_episodes >= want_episodes:
                 cut(max_episodes=want_episodes - stats.episodes)
                 break

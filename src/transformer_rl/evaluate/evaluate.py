@@ -1,0 +1,137 @@
+"""Greedy evaluation through EnvPool: report.json, the episodes as a dataset, a GIF.
+
+Each of N envs plays exactly one episode (taking the first N episodes to finish would favour
+short ones). The rollouts go through the same collector as `trl collect`, so a recording
+validates and verifies like any dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transformer_rl.collect.policies import ModelPolicy
+from transformer_rl.collect.rollout import CollectConfig, collect
+from transformer_rl.datasets.reader import load
+from transformer_rl.envs import EnvSpec, make_pool
+from transformer_rl.errors import UsageError
+
+
+def evaluate(
+    model,
+    spec: EnvSpec,
+    algo: str,
+    *,
+    episodes: int = 100,
+    seed: int = 1_000_000,
+    record: Path | None = None,
+    gif: Path | None = None,
+    producer: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Play ``episodes`` greedy episodes; return the report (and write the recording / GIF)."""
+    if episodes <= 0:
+        raise UsageError(f"--episodes must be positive, got {episodes}")
+    if record is not None and Path(record).exists():
+        raise UsageError(f"--record {record} already exists; choose a new directory")
+    if gif is not None and not Path(gif).parent.exists():
+        raise UsageError(f"--gif {gif}: directory {Path(gif).parent} does not exist")
+    policy = ModelPolicy(model, episodes, "greedy", algo=algo, seed=seed, describe=producer)
+    cfg = CollectConfig(episodes_per_env=1, num_envs=episodes, seed=seed)
+    tmp = None
+    out = Path(record) if record is not None else None
+    if out is None:
+        tmp = Path(tempfile.mkdtemp(prefix="trl-eval-"))
+        out = tmp / "episodes"
+    start = time.perf_counter()
+    try:
+        stats = collect(spec, out, policy, cfg)
+        wall = time.perf_counter() - start
+        if gif is not None:
+            write_gif(out, spec, Path(gif))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    returns, lengths = np.array(stats.returns), np.array(stats.lengths)
+    return {
+        "env_id": spec.env_id,
+        "episodes": len(returns),
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "min_return": float(returns.min()),
+        "max_return": float(returns.max()),
+        "mean_length": float(lengths.mean()),
+        "std_length": float(lengths.std()),
+        "min_length": int(lengths.min()),
+        "max_length": int(lengths.max()),
+        "env_steps": stats.env_steps,
+        "wall_s": round(wall, 3),
+        "seed": seed,
+        "recorded": str(record) if record is not None else None,
+    }
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def write_gif(dataset: Path, spec: EnvSpec, path: Path, episode: int = 0, max_frames: int = 600) -> None:
+    """Draw one recorded episode: CartPole from its state, Atari by replaying the actions in
+    an EnvPool env that renders full-size colour frames (same seed, same stream)."""
+    from PIL import Image
+
+    data = load(dataset)
+    a, b = int(data.episode_rows[episode]), int(data.episode_rows[episode + 1])
+    b = min(b, a + max_frames)
+    if spec.is_ram:
+        frames = _atari_frames(data, spec, episode, a, b)
+    elif spec.task.startswith("CartPole"):
+        frames = [_draw_cartpole(o) for o in data.obs[a:b]]
+    else:
+        raise UsageError(f"--gif draws CartPole and Atari games; not {spec.env_id}")
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0)
+
+
+def _atari_frames(data, spec: EnvSpec, episode: int, a: int, b: int) -> list[np.ndarray]:
+    env_index = int(data.env_index[a])
+    segment = next(s for s in data.manifest["segments"]
+                   if s["env_index_offset"] <= env_index < s["env_index_offset"] + s["num_envs"])
+    # replay env_index's stream from its seed up to and through this episode
+    stream_rows = np.flatnonzero(data.env_index == env_index)
+    render = EnvSpec(**{**spec.__dict__, "config": {
+        **spec.config, "img_height": 210, "img_width": 160, "gray_scale": False}})
+    pool = make_pool(render, 1, segment["seed"] + env_index - segment["env_index_offset"])
+    obs, _ = pool.reset()
+    frames = []
+    for r in stream_rows:
+        if r >= a:
+            frames.append(np.transpose(obs[0][-3:], (1, 2, 0)))
+        if r >= b - 1:
+            break
+        obs, *_ , = pool.step(np.array([data.action[r]], np.int32))[:1]
+        if data.terminated[r] or data.truncated[r]:  # autoreset step, its action is ignored
+            obs, *_ = pool.step(np.zeros(1, np.int32))[:1]
+    return frames
+
+
+def _draw_cartpole(state: np.ndarray, width: int = 300, height: int = 200) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    x, _, theta, _ = (float(v) for v in state[:4])
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    scale = width / 9.6  # the track spans x in [-4.8, 4.8]
+    cx, cy = width / 2 + x * scale, height * 0.7
+    d.line([(0, cy + 15), (width, cy + 15)], fill="black")
+    d.rectangle([cx - 20, cy - 10, cx + 20, cy + 10], fill=(60, 60, 60))
+    pole = 1.0 * scale  # pole length 2 * 0.5
+    tip = (cx + pole * np.sin(theta), cy - pole * np.cos(theta))
+    d.line([(cx, cy), tip], fill=(200, 120, 60), width=6)
+    return np.asarray(img)

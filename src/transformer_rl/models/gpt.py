@@ -1,0 +1,179 @@
+"""A GPT-style decoder-only transformer over timesteps: one token per step.
+
+token_t = W_obs normalise(o_t) + E_action[a_{t-1}] + E_pos[t], pre-LayerNorm blocks with causal
+self-attention, then Q-values, policy logits and a value at every position.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    obs_dim: int
+    num_actions: int
+    context: int = 16  # K: timesteps per window (block_size)
+    n_layer: int = 2
+    n_head: int = 2
+    n_embd: int = 64
+    dropout: float = 0.0
+    prev_action: bool = True  # add an embedding of the previous action to each token
+    gated: bool = False  # learned sigmoid gate on each residual branch (a GTrXL-style stabiliser)
+    model: str = "gpt"
+
+
+@dataclass
+class ModelOutput:
+    q: torch.Tensor  # (B, T, A) Q-values
+    logits: torch.Tensor  # (B, T, A) policy logits
+    value: torch.Tensor  # (B, T) state value
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.n_head, self.dropout = config.n_head, config.dropout
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(  # (B, nh, T, hs)
+            q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class MLPBlock(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Gate(nn.Module):
+    """x + g * y with g = sigmoid(W [x, y] + b); b starts negative so the block starts near the
+    identity, the property GTrXL credits for stable RL training (Parisotto et al. 2020)."""
+
+    def __init__(self, n_embd: int):
+        super().__init__()
+        self.w = nn.Linear(2 * n_embd, n_embd)
+        nn.init.zeros_(self.w.weight)
+        nn.init.constant_(self.w.bias, -2.0)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + torch.sigmoid(self.w(torch.cat([x, y], dim=-1))) * y
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLPBlock(config)
+        self.gate_1 = Gate(config.n_embd) if config.gated else None
+        self.gate_2 = Gate(config.n_embd) if config.gated else None
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        y = self.attn(self.ln_1(x), attn_mask)
+        x = self.gate_1(x, y) if self.gate_1 else x + y
+        y = self.mlp(self.ln_2(x))
+        return self.gate_2(x, y) if self.gate_2 else x + y
+
+
+class Heads(nn.Module):
+    """Q-values, policy logits and value from features at every position."""
+
+    def __init__(self, n_in: int, num_actions: int):
+        super().__init__()
+        self.q = nn.Linear(n_in, num_actions)
+        self.pi = nn.Linear(n_in, num_actions)
+        self.v = nn.Linear(n_in, 1)
+        nn.init.normal_(self.pi.weight, std=0.01)  # near-uniform initial policy (PPO practice)
+        nn.init.zeros_(self.pi.bias)
+
+    def forward(self, h: torch.Tensor) -> ModelOutput:
+        return ModelOutput(q=self.q(h), logits=self.pi(h), value=self.v(h).squeeze(-1))
+
+
+class ObsNorm(nn.Module):
+    """(obs - mean) / std with the statistics stored as buffers, so checkpoints carry them."""
+
+    def __init__(self, obs_dim: int):
+        super().__init__()
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs.float() - self.obs_mean) / self.obs_std
+
+    def set(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.norm = ObsNorm(config.obs_dim)
+        self.wte = nn.Linear(config.obs_dim, config.n_embd)
+        self.wae = nn.Embedding(config.num_actions + 1, config.n_embd) if config.prev_action else None
+        self.wpe = nn.Embedding(config.context, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.heads = Heads(config.n_embd, config.num_actions)
+        self.apply(self._init_weights)
+        # GPT-2: scale the init of residual projections by 1/sqrt(2 * n_layer) so the residual
+        # stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        nn.init.normal_(self.heads.pi.weight, std=0.01)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear) and not isinstance(module, Gate):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def set_obs_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.norm.set(mean, std)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, obs: torch.Tensor, prev_action: torch.Tensor,
+                mask: torch.Tensor | None = None) -> ModelOutput:
+        B, T, _ = obs.shape
+        assert T <= self.config.context, f"window of {T} steps exceeds context {self.config.context}"
+        x = self.wte(self.norm(obs)) + self.wpe(torch.arange(T, device=obs.device))  # (B, T, C)
+        if self.wae is not None:
+            x = x + self.wae(prev_action)
+        x = self.drop(x)
+        attn_mask = None
+        if mask is not None:  # causal, no attending to left padding; the diagonal keeps rows finite
+            causal = torch.ones(T, T, dtype=torch.bool, device=obs.device).tril()
+            eye = torch.eye(T, dtype=torch.bool, device=obs.device)
+            attn_mask = ((causal & mask[:, None, :]) | eye).unsqueeze(1)  # (B, 1, T, T)
+        for block in self.h:
+            x = block(x, attn_mask)
+        return self.heads(self.ln_f(x))

@@ -1,0 +1,51 @@
+"""The dense baseline: the same interface as GPT with a context of one step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from transformer_rl.models.gpt import Heads, ModelOutput, ObsNorm
+
+
+@dataclass
+class MLPConfig:
+    obs_dim: int
+    num_actions: int
+    context: int = 1  # each position sees only its own step
+    hidden: int = 64
+    n_layer: int = 2  # hidden layers
+    prev_action: bool = False
+    activation: str = "relu"  # relu (DQN practice) or tanh (CleanRL's PPO)
+    model: str = "mlp"
+
+
+class MLP(nn.Module):
+    def __init__(self, config: MLPConfig):
+        super().__init__()
+        self.config = config
+        self.norm = ObsNorm(config.obs_dim)
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh}[config.activation]
+        n_in = config.obs_dim + (config.num_actions + 1 if config.prev_action else 0)
+        layers: list[nn.Module] = []
+        for _ in range(config.n_layer):
+            layers += [nn.Linear(n_in, config.hidden), act()]
+            n_in = config.hidden
+        self.body = nn.Sequential(*layers)
+        self.heads = Heads(n_in, config.num_actions)
+
+    def set_obs_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.norm.set(mean, std)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, obs: torch.Tensor, prev_action: torch.Tensor,
+                mask: torch.Tensor | None = None) -> ModelOutput:
+        x = self.norm(obs)  # (B, T, D): every position on its own
+        if self.config.prev_action:
+            one_hot = nn.functional.one_hot(prev_action, self.config.num_actions + 1)
+            x = torch.cat([x, one_hot.float()], dim=-1)
+        return self.heads(self.body(x))

@@ -1,0 +1,120 @@
+"""Checkpoints: a directory of safetensors + JSON. Nothing is ever unpickled.
+
+<ckpt>/model.safetensors       weights and buffers (observation normalisation included)
+<ckpt>/config.json             model config, env spec, algorithm, train config, step counters
+<ckpt>/optimizer.safetensors   optimizer tensors; <ckpt>/optimizer.json its param groups
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from transformer_rl.envs import EnvSpec
+from transformer_rl.errors import UsageError
+from transformer_rl.models import build_model, model_config_dict
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model: torch.nn.Module
+    spec: EnvSpec
+    algo: str
+    meta: dict[str, Any]  # config.json as read
+    optimizer_state: dict[str, Any] | None
+
+
+def save(
+    path: Path,
+    model: torch.nn.Module,
+    spec: EnvSpec,
+    algo: str,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    counters: dict[str, Any] | None = None,
+    train_config: dict[str, Any] | None = None,
+) -> None:
+    """Write atomically: into a temporary sibling directory, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, tmp / "model.safetensors")
+    config = {
+        "checkpoint_version": CHECKPOINT_VERSION,
+        "algo": algo,
+        "model": model_config_dict(model),
+        "env": spec.to_json(),
+        "counters": counters or {},
+        "train_config": train_config or {},
+    }
+    (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    if optimizer is not None:
+        tensors, groups = _flatten_optimizer(optimizer.state_dict())
+        save_file(tensors, tmp / "optimizer.safetensors")
+        (tmp / "optimizer.json").write_text(json.dumps(groups) + "\n")
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load(path: Path, *, spec: EnvSpec | None = None) -> Checkpoint:
+    """Load a checkpoint; with ``spec``, refuse one made for another env or observation shape."""
+    path = Path(path)
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise UsageError(f"{path} is not a trl checkpoint (needs config.json and model.safetensors)")
+    try:
+        meta = json.loads((path / "config.json").read_text())
+        ckpt_spec = EnvSpec.from_json(meta["env"])
+        model = build_model(meta["model"])
+        state = load_file(path / "model.safetensors")
+    except (json.JSONDecodeError, KeyError, TypeError, SafetensorError, OSError) as e:
+        raise UsageError(f"{path} is a damaged checkpoint ({type(e).__name__}: {e})") from e
+    if spec is not None and (spec.env_id, spec.obs_shape) != (ckpt_spec.env_id, ckpt_spec.obs_shape):
+        raise UsageError(
+            f"{path} was trained on {ckpt_spec.env_id} (obs {list(ckpt_spec.obs_shape)}), "
+            f"not {spec.env_id} (obs {list(spec.obs_shape)}); use a matching checkpoint"
+        )
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UsageError(f"{path}: weights do not match its config (missing {missing[:3]})")
+    optimizer_state = None
+    if (path / "optimizer.safetensors").is_file() and (path / "optimizer.json").is_file():
+        optimizer_state = _unflatten_optimizer(
+            load_file(path / "optimizer.safetensors"),
+            json.loads((path / "optimizer.json").read_text()),
+        )
+    return Checkpoint(model, ckpt_spec, meta["algo"], meta, optimizer_state)
+
+
+def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {}
+    for pid, per_param in state_dict["state"].items():
+        for name, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in [*tensors.items(), *meta["scalars"].items()]:
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
