@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/trl run --env CartPole-v1 --name cartpole-default
+	$(VENV)/bin/trl run --env CartPole-v1 --algo dqn --model gpt --name cartpole-dqn-gpt
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

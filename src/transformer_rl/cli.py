@@ -234,5 +234,167 @@ def datasets_verify(root: Annotated[Path, typer.Argument(help="Dataset directory
     _print_report(root, verify(root), "every episode re-simulates bit for bit")
 
 
+MODEL_PANEL = "Model"
+TRAIN_PANEL = "Training"
+RUN_PANEL = "Run"
+
+ModelOpt = Annotated[str, typer.Option(help="gpt (transformer) or mlp (dense baseline).",
+                                       rich_help_panel=MODEL_PANEL)]
+ContextOpt = Annotated[int, typer.Option(help="GPT context: timesteps per window.",
+                                         rich_help_panel=MODEL_PANEL)]
+LayerOpt = Annotated[int, typer.Option(help="Transformer blocks / MLP hidden layers.",
+                                       rich_help_panel=MODEL_PANEL)]
+HeadOpt = Annotated[int, typer.Option(help="GPT attention heads.", rich_help_panel=MODEL_PANEL)]
+EmbdOpt = Annotated[int, typer.Option(help="GPT embedding width.", rich_help_panel=MODEL_PANEL)]
+HiddenOpt = Annotated[int, typer.Option(help="MLP hidden width.", rich_help_panel=MODEL_PANEL)]
+UpdatesOpt = Annotated[int, typer.Option(help="Gradient steps (per iteration for `run`).",
+                                         rich_help_panel=TRAIN_PANEL)]
+BatchOpt = Annotated[int, typer.Option("--batch", help="Windows per gradient step.",
+                                       rich_help_panel=TRAIN_PANEL)]
+LrOpt = Annotated[float, typer.Option(help="Adam learning rate.", rich_help_panel=TRAIN_PANEL)]
+GammaOpt = Annotated[float, typer.Option(help="Discount.", rich_help_panel=TRAIN_PANEL)]
+NStepOpt = Annotated[int, typer.Option(help="DQN n-step returns.", rich_help_panel=TRAIN_PANEL)]
+ReplayOpt = Annotated[int, typer.Option(help="DQN replay: newest dataset rows trained on.",
+                                        rich_help_panel=TRAIN_PANEL)]
+
+
+@app.command()
+@user_errors
+def train(
+    data: Annotated[Path, typer.Option(help="Dataset directory to train on.")],
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
+    algo: Annotated[str, typer.Option(help="dqn.")] = "dqn",
+    init: Annotated[Path | None, typer.Option(help="Continue from this checkpoint.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for init and sampling.")] = 0,
+    model: ModelOpt = "gpt",
+    context: ContextOpt = 8,
+    n_layer: LayerOpt = 2,
+    n_head: HeadOpt = 2,
+    n_embd: EmbdOpt = 32,
+    hidden: HiddenOpt = 64,
+    updates: UpdatesOpt = 1000,
+    batch: BatchOpt = 64,
+    lr: LrOpt = 5e-4,
+    gamma: GammaOpt = 0.99,
+    n_step: NStepOpt = 3,
+    replay_rows: ReplayOpt = 100_000,
+) -> None:
+    """Train a model on a dataset and write a checkpoint.
+
+    Example: trl train --algo dqn --data data/cartpole --out ckpt/cartpole
+    """
+    from transformer_rl.pipeline import ModelArgs, train as run_train
+    from transformer_rl.train.dqn import DQNConfig
+
+    cfg = DQNConfig(updates=updates, batch_size=batch, lr=lr, gamma=gamma, n_step=n_step,
+                    replay_rows=replay_rows)
+    args = ModelArgs(model=model, context=context, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                     hidden=hidden)
+    args.validate()
+    progress = Progress(TextColumn("[bold]train"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total} updates"),
+                        TextColumn("loss {task.fields[loss]:.4f}  Q {task.fields[q]:.2f}  "
+                                   "{task.fields[ups]:.0f} updates/s"),
+                        TimeElapsedColumn(), console=err_console)
+    task = progress.add_task("train", total=updates, loss=0.0, q=0.0, ups=0.0)
+
+    def update(m: dict) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=m["update"], loss=m["loss"], q=m["q"], ups=m["updates_per_s"])
+
+    try:
+        result = run_train(data, out, algo=algo, model_args=args, dqn=cfg, init=init, seed=seed,
+                           progress=update)
+    finally:
+        progress.stop()
+    console.print(f"{model}: {result['parameters']:,} parameters; td loss "
+                  f"{result['losses/td_loss']:.4f}; checkpoint -> {out}")
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    ckpt: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
+    episodes: Annotated[int, typer.Option(help="Episodes, one per env.")] = 100,
+    seed: Annotated[int, typer.Option(help="Evaluation seed.")] = 1_000_000,
+    record: Annotated[Path | None, typer.Option(help="Write the episodes as a dataset here.")] = None,
+    gif: Annotated[Path | None, typer.Option(help="Write a GIF of the first episode here.")] = None,
+    report: Annotated[Path | None, typer.Option(help="report.json path (default: <CKPT>/report.json).")] = None,
+) -> None:
+    """Play a checkpoint greedily and write report.json.
+
+    Example: trl eval runs/default/checkpoints/best --episodes 100 --gif cartpole.gif
+    """
+    from transformer_rl.evaluate.evaluate import evaluate, write_report
+    from transformer_rl.train import checkpoint
+
+    loaded = checkpoint.load(ckpt)
+    result = evaluate(loaded.model, loaded.spec, loaded.algo, episodes=episodes, seed=seed,
+                      record=record, gif=gif, producer={"checkpoint": str(ckpt)})
+    write_report(result, report or ckpt / "report.json")
+    console.print(f"{result['episodes']} episodes: return {result['mean_return']:.1f} ± "
+                  f"{result['std_return']:.1f} (min {result['min_return']:.0f}, max "
+                  f"{result['max_return']:.0f}); report -> {report or ckpt / 'report.json'}")
+
+
+@app.command("run")
+@user_errors
+def run_command(
+    env: EnvOpt = "CartPole-v1",
+    algo: Annotated[str, typer.Option(help="dqn.", rich_help_panel=RUN_PANEL)] = "dqn",
+    name: Annotated[str, typer.Option(help="Run name: everything goes to <root>/<name>.",
+                                      rich_help_panel=RUN_PANEL)] = "default",
+    root: Annotated[Path, typer.Option(help="Directory of runs.", rich_help_panel=RUN_PANEL)] = Path("runs"),
+    seed: Annotated[int, typer.Option(help="Seed.", rich_help_panel=RUN_PANEL)] = 0,
+    iterations: Annotated[int, typer.Option(help="Most collect/train/eval cycles.",
+                                            rich_help_panel=RUN_PANEL)] = 10,
+    steps_per_iteration: Annotated[int, typer.Option(help="Transitions collected per iteration.",
+                                                     rich_help_panel=RUN_PANEL)] = 10_000,
+    num_envs: Annotated[int, typer.Option(help="Envs collecting.", rich_help_panel=RUN_PANEL)] = 8,
+    eval_episodes: Annotated[int, typer.Option(help="Eval episodes per iteration.",
+                                               rich_help_panel=RUN_PANEL)] = 100,
+    stop_at: Annotated[float | None, typer.Option(help="Stop when eval mean reaches this "
+                                                  "(default: the env's threshold).",
+                                                  rich_help_panel=RUN_PANEL)] = None,
+    model: ModelOpt = "gpt",
+    context: ContextOpt = 8,
+    n_layer: LayerOpt = 2,
+    n_head: HeadOpt = 2,
+    n_embd: EmbdOpt = 32,
+    hidden: HiddenOpt = 64,
+    updates: UpdatesOpt = 1000,
+    batch: BatchOpt = 64,
+    lr: LrOpt = 5e-4,
+    gamma: GammaOpt = 0.99,
+    n_step: NStepOpt = 3,
+    replay_rows: ReplayOpt = 100_000,
+) -> None:
+    """Collect -> train -> eval, N iterations, under runs/<name>/ (resumable).
+
+    Example: trl run --env CartPole-v1 --algo dqn --model gpt --seed 1 --name cartpole-s1
+    """
+    from transformer_rl.pipeline import ModelArgs, RunConfig, run
+    from transformer_rl.train.dqn import DQNConfig
+
+    cfg = RunConfig(
+        env=env, algo=algo, name=name, root=root, seed=seed, iterations=iterations,
+        steps_per_iteration=steps_per_iteration, num_envs=num_envs, eval_episodes=eval_episodes,
+        stop_at=stop_at,
+        model=ModelArgs(model=model, context=context, n_layer=n_layer, n_head=n_head,
+                        n_embd=n_embd, hidden=hidden),
+        dqn=DQNConfig(updates=updates, batch_size=batch, lr=lr, gamma=gamma, n_step=n_step,
+                      replay_rows=replay_rows),
+    )
+    report = run(cfg, log=console.print)
+    best = report["best"] or {}
+    console.print_json(json.dumps({k: report[k] for k in ("env", "algo", "model", "parameters",
+                                                           "iterations", "env_steps", "wall_s",
+                                                           "solved")}
+                                  | {"best_iteration": best.get("iteration"),
+                                     "best_eval_mean": best.get("mean_return")}))
+    console.print(f"run directory: {root / name} (report.json, metrics.jsonl, curve.png)")
+
+
 def main() -> None:
     app()

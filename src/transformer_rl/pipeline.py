@@ -40,6 +40,15 @@ class ModelArgs:
     n_embd: int = 32
     hidden: int = 64  # MLP width
 
+    def validate(self) -> None:
+        if self.model not in ("gpt", "mlp"):
+            raise UsageError(f"unknown --model {self.model!r}: use gpt or mlp")
+        for name in ("context", "n_layer", "n_head", "n_embd", "hidden"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if self.model == "gpt" and self.n_embd % self.n_head:
+            raise UsageError(f"--n-embd {self.n_embd} must be a multiple of --n-head {self.n_head}")
+
     def config(self, spec: EnvSpec) -> dict[str, Any]:
         base = {"obs_dim": spec.obs_dim, "num_actions": spec.num_actions, "model": self.model}
         if self.model == "gpt":
@@ -80,6 +89,7 @@ class RunConfig:
     dqn: DQNConfig = field(default_factory=DQNConfig)
 
     def validate(self) -> None:
+        self.model.validate()
         for name in ("iterations", "steps_per_iteration", "num_envs", "eval_episodes"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive")
@@ -254,3 +264,46 @@ def plot_curve(run_dir: Path) -> Path | None:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def train(
+    data_dir: Path,
+    out: Path,
+    *,
+    algo: str = "dqn",
+    model_args: ModelArgs | None = None,
+    dqn: DQNConfig | None = None,
+    init: Path | None = None,
+    seed: int = 0,
+    progress=None,
+) -> dict[str, Any]:
+    """Train a new model (or continue ``init``) on a dataset; write the checkpoint to ``out``."""
+    if algo != "dqn":
+        raise UsageError(f"unknown --algo {algo!r}: use dqn")
+    dqn = dqn or DQNConfig()
+    if dqn.updates <= 0 or dqn.batch_size <= 0 or dqn.replay_rows <= 0:
+        raise UsageError("--updates, --batch-size and --replay-rows must be positive")
+    out = Path(out)
+    if out.exists() and not (out / "config.json").is_file():
+        raise UsageError(f"--out {out} exists and is not a checkpoint; choose another path")
+    manifest = read_manifest(data_dir)
+    spec = EnvSpec.from_json(manifest["env"])
+    data = load(data_dir, newest_rows=dqn.replay_rows)
+    if len(data) == 0:
+        raise UsageError(f"{data_dir} holds no transitions; collect some first")
+    counters: dict[str, Any] = {}
+    if init is not None:
+        ckpt = checkpoint.load(init, spec=spec)
+        model, counters = ckpt.model, dict(ckpt.meta.get("counters", {}))
+        state = new_state(model, dqn)
+        if ckpt.optimizer_state is not None:
+            state.optimizer.load_state_dict(ckpt.optimizer_state)
+        state.updates = counters.get("updates", 0)
+    else:
+        model = new_model(spec, model_args or ModelArgs(), data, seed)
+        state = new_state(model, dqn)
+    metrics = train_dqn(model, data, dqn, state, seed=seed, progress=progress)
+    counters["updates"] = state.updates
+    checkpoint.save(out, model, spec, algo, optimizer=state.optimizer, counters=counters,
+                    train_config={"dqn": dqn.to_json(), "data": str(data_dir), "seed": seed})
+    return {"parameters": model.num_params(), **metrics, "checkpoint": str(out)}

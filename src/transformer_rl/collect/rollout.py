@@ -197,6 +197,7 @@ def collect(
     offset = segment["env_index_offset"]
     sync = batch_size == cfg.num_envs
     done_rows = done_episodes = 0  # counted as episodes end, before they are cut
+    carried = 0  # log entries kept by the last cut
     start = last_cut = time.perf_counter()
 
     quota = None
@@ -252,9 +253,10 @@ def collect(
                 obs, reward, terminated, truncated, info = pool.step(action)
             else:
                 pool.send(action, ids)
-            if log.size >= cut_entries or time.perf_counter() - last_cut > cut_every_s:
+            # cut when enough new entries arrived (unfinished episodes stay in the log)
+            if log.size >= carried + cut_entries or time.perf_counter() - last_cut > cut_every_s:
                 cut()
-                last_cut = time.perf_counter()
+                carried, last_cut = log.size, time.perf_counter()
     stats.wall_s = time.perf_counter() - start
     stats.dataset_rows, stats.dataset_episodes = writer.rows, writer.episodes
     if progress is not None:

@@ -14,7 +14,18 @@ from transformer_rl.models.mlp import MLP, MLPConfig
 __all__ = ["GPT", "GPTConfig", "MLP", "MLPConfig", "ModelOutput", "build_model", "model_config_dict"]
 
 
+def configure_torch() -> None:
+    """One intra-op thread unless TRL_TORCH_THREADS says otherwise: these models are small, and
+    torch's spinning worker threads fight EnvPool's for the cores (seen: 3 ms per tiny op)."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("TRL_TORCH_THREADS", "1")))
+
+
 def build_model(config: dict[str, Any]) -> nn.Module:
+    configure_torch()
     kind = config.get("model")
     if kind == "gpt":
         return GPT(GPTConfig(**config))
