@@ -24,8 +24,8 @@ app = typer.Typer(
 datasets_app = typer.Typer(help="Inspect, validate and verify datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 ENV_PANEL = "Environment"
 DATA_PANEL = "Data"

@@ -254,7 +254,7 @@ def collect(
             else:
                 pool.send(action, ids)
             # cut when enough new entries arrived (unfinished episodes stay in the log)
-            if log.size >= carried + cut_entries or time.perf_counter() - last_cut > cut_every_s:
+            if log.size >= carried + min(cut_entries, cfg.shard_rows) or time.perf_counter() - last_cut > cut_every_s:
                 cut()
                 carried, last_cut = log.size, time.perf_counter()
     stats.wall_s = time.perf_counter() - start
