@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
-from conftest import cli
 
+from conftest import cli
 from transformer_rl import envs
 from transformer_rl.collect.policies import RandomPolicy
 from transformer_rl.collect.rollout import CollectConfig, collect

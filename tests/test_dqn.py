@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import cli
 
+from conftest import cli
 from transformer_rl import envs
 from transformer_rl.datasets import load
 from transformer_rl.pipeline import ModelArgs, RunConfig, new_model, run

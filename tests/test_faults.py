@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from conftest import cli
 
+from conftest import cli
 from transformer_rl.datasets import read_manifest
 
 

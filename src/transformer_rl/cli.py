@@ -283,7 +283,8 @@ def train(
 
     Example: trl train --algo dqn --data data/cartpole --out ckpt/cartpole
     """
-    from transformer_rl.pipeline import ModelArgs, train as run_train
+    from transformer_rl.pipeline import ModelArgs
+    from transformer_rl.pipeline import train as run_train
     from transformer_rl.train.dqn import DQNConfig
 
     cfg = DQNConfig(updates=updates, batch_size=batch, lr=lr, gamma=gamma, n_step=n_step,
@@ -394,6 +395,36 @@ def run_command(
                                   | {"best_iteration": best.get("iteration"),
                                      "best_eval_mean": best.get("mean_return")}))
     console.print(f"run directory: {root / name} (report.json, metrics.jsonl, curve.png)")
+
+
+@app.command()
+@user_errors
+def bench(
+    env: EnvOpt = "CartPole-v1",
+    num_envs: Annotated[str, typer.Option(help="Comma-separated pool sizes.")] = "1,8,32,128",
+    async_: Annotated[bool, typer.Option("--async/--no-async", help="Also async EnvPool (batch = n/2).")] = True,
+    seconds: Annotated[float, typer.Option(help="Seconds per measurement.")] = 2.0,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")] = 3,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON.")] = None,
+) -> None:
+    """Env steps/s: raw EnvPool (sync/async), gymnasium's vector env, and trl collect to Parquet.
+
+    Example: trl bench --env Breakout-ram --num-envs 8,32 --json bench.json
+    """
+    from transformer_rl.bench import parse_num_envs, run_bench
+
+    sizes = parse_num_envs(num_envs)
+    if seconds <= 0 or rounds <= 0:
+        raise UsageError("--seconds and --rounds must be positive")
+    if json_path is not None and not json_path.parent.exists():
+        raise UsageError(f"--json {json_path}: directory {json_path.parent} does not exist")
+    rows = run_bench(env, sizes, include_async=async_, seconds=seconds, rounds=rounds)
+    table = Table("env", "num_envs", "mode", "steps/s", "x envpool (same mode)")
+    for r in rows:
+        table.add_row(r["env"], str(r["num_envs"]), r["mode"], f"{r['steps_per_s']:,}", f"{r['ratio']:.2f}")
+    console.print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from transformer_rl.errors import UsageError
 from transformer_rl.evaluate.evaluate import evaluate, write_report
 from transformer_rl.models import build_model
 from transformer_rl.train import checkpoint
-from transformer_rl.train.dqn import DQNConfig, DQNState, new_state, train_dqn
+from transformer_rl.train.dqn import DQNConfig, new_state, train_dqn
 
 
 @dataclass
