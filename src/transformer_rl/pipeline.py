@@ -77,12 +77,12 @@ class RunConfig:
     name: str = "default"
     root: Path = Path("runs")
     seed: int = 0
-    iterations: int = 10  # collect -> train -> eval cycles (at most)
+    iterations: int = 20  # collect -> train -> eval cycles (at most; stops once solved)
     steps_per_iteration: int = 10_000  # env transitions recorded per iteration
     num_envs: int = 8
     eps_start: float = 1.0  # DQN: epsilon-greedy schedule over total env steps
     eps_end: float = 0.02
-    eps_decay_fraction: float = 0.4
+    eps_decay_steps: int = 40_000
     eval_episodes: int = 100
     stop_at: float | None = None  # stop once eval mean reaches this (default: env threshold)
     model: ModelArgs = field(default_factory=ModelArgs)
@@ -105,8 +105,7 @@ class RunConfig:
 
 
 def epsilon_at(cfg: RunConfig, env_steps: int) -> float:
-    total = cfg.iterations * cfg.steps_per_iteration
-    frac = min(1.0, env_steps / max(1.0, cfg.eps_decay_fraction * total))
+    frac = min(1.0, env_steps / max(1, cfg.eps_decay_steps))
     return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
 
 
