@@ -343,7 +343,7 @@ def eval_command(
 @user_errors
 def run_command(
     env: EnvOpt = "CartPole-v1",
-    algo: Annotated[str, typer.Option(help="dqn.", rich_help_panel=RUN_PANEL)] = "dqn",
+    algo: Annotated[str, typer.Option(help="dqn or ppo.", rich_help_panel=RUN_PANEL)] = "dqn",
     name: Annotated[str, typer.Option(help="Run name: everything goes to <root>/<name>.",
                                       rich_help_panel=RUN_PANEL)] = "default",
     root: Annotated[Path, typer.Option(help="Directory of runs.", rich_help_panel=RUN_PANEL)] = Path("runs"),
@@ -372,6 +372,10 @@ def run_command(
     gamma: GammaOpt = 0.99,
     n_step: NStepOpt = 3,
     replay_rows: ReplayOpt = 100_000,
+    epochs: Annotated[int, typer.Option(help="PPO epochs per iteration.", rich_help_panel=TRAIN_PANEL)] = 4,
+    ent_coef: Annotated[float, typer.Option(help="PPO entropy bonus.", rich_help_panel=TRAIN_PANEL)] = 0.01,
+    clip: Annotated[float, typer.Option(help="PPO surrogate clipping.", rich_help_panel=TRAIN_PANEL)] = 0.2,
+    gae_lambda: Annotated[float, typer.Option(help="PPO GAE lambda.", rich_help_panel=TRAIN_PANEL)] = 0.95,
 ) -> None:
     """Collect -> train -> eval, N iterations, under runs/<name>/ (resumable).
 
@@ -379,6 +383,7 @@ def run_command(
     """
     from transformer_rl.pipeline import ModelArgs, RunConfig, run
     from transformer_rl.train.dqn import DQNConfig
+    from transformer_rl.train.ppo import PPOConfig
 
     cfg = RunConfig(
         env=env, algo=algo, name=name, root=root, seed=seed, iterations=iterations,
@@ -389,6 +394,8 @@ def run_command(
                         n_embd=n_embd, hidden=hidden),
         dqn=DQNConfig(updates=updates, batch_size=batch, lr=lr, gamma=gamma, n_step=n_step,
                       replay_rows=replay_rows),
+        ppo=PPOConfig(epochs=epochs, minibatch_windows=batch, lr=lr, gamma=gamma, gae_lambda=gae_lambda,
+                      clip=clip, ent_coef=ent_coef),
     )
     report = run(cfg, log=console.print)
     best = report["best"] or {}

@@ -28,7 +28,8 @@ from transformer_rl.errors import UsageError
 from transformer_rl.evaluate.evaluate import evaluate, write_report
 from transformer_rl.models import build_model
 from transformer_rl.train import checkpoint
-from transformer_rl.train.dqn import DQNConfig, new_state, train_dqn
+from transformer_rl.train.dqn import DQNConfig, DQNState, new_state, train_dqn
+from transformer_rl.train.ppo import PPOConfig, train_ppo
 
 
 @dataclass
@@ -64,8 +65,10 @@ def new_model(spec: EnvSpec, args: ModelArgs, data: Transitions, seed: int) -> t
     model = build_model(args.config(spec))
     if spec.obs_dtype == "uint8":  # RAM bytes: a fixed scale keeps never-seen bytes sane
         mean, std = np.zeros(spec.obs_dim), np.full(spec.obs_dim, 255.0)
-    else:
-        mean, std = data.obs.mean(0), data.obs.std(0) + 1e-3
+    else:  # early (random-policy) data understates how far later states range (CartPole's x):
+        # scale so that the data's extremes land within +-5, not only by the std
+        mean = data.obs.mean(0)
+        std = np.maximum(data.obs.std(0), np.abs(data.obs - mean).max(0) / 5) + 1e-3
     model.set_obs_normalization(torch.as_tensor(mean), torch.as_tensor(std))
     return model
 
@@ -87,14 +90,15 @@ class RunConfig:
     stop_at: float | None = None  # stop once eval mean reaches this (default: env threshold)
     model: ModelArgs = field(default_factory=ModelArgs)
     dqn: DQNConfig = field(default_factory=DQNConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def validate(self) -> None:
         self.model.validate()
         for name in ("iterations", "steps_per_iteration", "num_envs", "eval_episodes"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive")
-        if self.algo != "dqn":
-            raise UsageError(f"unknown --algo {self.algo!r}: use dqn")
+        if self.algo not in ("dqn", "ppo"):
+            raise UsageError(f"unknown --algo {self.algo!r}: use dqn or ppo")
         if self.dqn.updates <= 0 or self.dqn.batch_size <= 0:
             raise UsageError("--updates and --batch-size must be positive")
 
@@ -102,6 +106,13 @@ class RunConfig:
         d = asdict(self)
         d["root"] = str(self.root)
         return d
+
+
+def new_learner(model: torch.nn.Module, cfg: RunConfig) -> DQNState:
+    """Optimizer (and, for DQN, the target network) that persist across iterations."""
+    if cfg.algo == "dqn":
+        return new_state(model, cfg.dqn)
+    return DQNState(torch.optim.Adam(model.parameters(), lr=cfg.ppo.lr, eps=1e-5), target=None)
 
 
 def epsilon_at(cfg: RunConfig, env_steps: int) -> float:
@@ -128,7 +139,7 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     data_dir, state_path = run_dir / "data", run_dir / "state.json"
     stop_at = cfg.stop_at if cfg.stop_at is not None else _threshold(spec)
     state: dict[str, Any] = {"iteration": 0, "env_steps": 0, "best": None, "wall_s": 0.0}
-    model = dqn_state = None
+    model = learner = None
     if state_path.exists():
         state = json.loads(state_path.read_text())
         saved = json.loads((run_dir / "config.json").read_text())
@@ -137,9 +148,9 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
         _rollback(data_dir, state["shards"], state["segments"])
         ckpt = checkpoint.load(run_dir / "checkpoints" / f"iter-{state['iteration']:03d}", spec=spec)
         model = ckpt.model
-        dqn_state = new_state(model, cfg.dqn)
-        dqn_state.optimizer.load_state_dict(ckpt.optimizer_state)
-        dqn_state.updates = ckpt.meta["counters"].get("updates", 0)
+        learner = new_learner(model, cfg)
+        learner.optimizer.load_state_dict(ckpt.optimizer_state)
+        learner.updates = ckpt.meta["counters"].get("updates", 0)
         log(f"resuming {run_dir} after iteration {state['iteration']}")
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise UsageError(f"{run_dir} exists but holds no run state; choose another --name")
@@ -151,24 +162,33 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
         it = state["iteration"] + 1
         t0 = time.perf_counter()
         seed = cfg.seed * 1000 + it * 10  # pool seeds differ per iteration; streams stay unique
-        if model is None:
-            policy = RandomPolicy(spec.num_actions, seed)
-            eps = 1.0
+        eps = 1.0 if model is None or cfg.algo == "ppo" else epsilon_at(cfg, state["env_steps"])
+        if model is None:  # PPO: uniform random is a behaviour policy with known logp
+            policy = RandomPolicy(spec.num_actions, seed, record_logp=cfg.algo == "ppo")
         else:
-            eps = epsilon_at(cfg, state["env_steps"])
-            policy = ModelPolicy(model, cfg.num_envs, "epsilon", epsilon=eps, seed=seed,
+            policy = ModelPolicy(model, cfg.num_envs, "epsilon" if cfg.algo == "dqn" else "sample",
+                                 algo=cfg.algo, epsilon=eps, seed=seed,
                                  describe={"iteration": it - 1, "checkpoint": f"iter-{it - 1:03d}"})
         rows_before = _rows(data_dir) if data_dir.exists() else 0
         collect_cfg = CollectConfig(steps=rows_before + cfg.steps_per_iteration,
                                     num_envs=cfg.num_envs, seed=seed)
         stats = collect(spec, data_dir, policy, collect_cfg, append=data_dir.exists())
-        data = load(data_dir, newest_rows=cfg.dqn.replay_rows)
+        if cfg.algo == "dqn":  # the replay: the newest rows
+            data = load(data_dir, newest_rows=cfg.dqn.replay_rows)
+        else:  # on-policy: this iteration's rollouts only
+            shards = read_manifest(data_dir)["shards"]
+            data = load(data_dir, shards=[i for i, s in enumerate(shards) if s["segment"] == len(
+                read_manifest(data_dir)["segments"]) - 1])
         if model is None:
             model = new_model(spec, cfg.model, data, cfg.seed)
-            dqn_state = new_state(model, cfg.dqn)
+            learner = new_learner(model, cfg)
             log(f"{cfg.model.model}: {model.num_params():,} parameters")
         t_collect = time.perf_counter() - t0
-        metrics = train_dqn(model, data, cfg.dqn, dqn_state, seed=cfg.seed * 1000 + it)
+        if cfg.algo == "dqn":
+            metrics = train_dqn(model, data, cfg.dqn, learner, seed=cfg.seed * 1000 + it)
+        else:
+            metrics = train_ppo(model, data, cfg.ppo, learner.optimizer, seed=cfg.seed * 1000 + it)
+            learner.updates += metrics["charts/updates"]
         state["env_steps"] += stats.env_steps
         record = run_dir / "evals" / f"iter-{it:03d}"
         shutil.rmtree(record, ignore_errors=True)  # left by a crash inside this iteration
@@ -177,9 +197,9 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
                           seed=10_000_000 + cfg.seed * 1000 + it, record=record)
         write_report(report, run_dir / "reports" / f"iter-{it:03d}.json")
         ckpt_dir = run_dir / "checkpoints" / f"iter-{it:03d}"
-        checkpoint.save(ckpt_dir, model, spec, cfg.algo, optimizer=dqn_state.optimizer,
+        checkpoint.save(ckpt_dir, model, spec, cfg.algo, optimizer=learner.optimizer,
                         counters={"iteration": it, "env_steps": state["env_steps"],
-                                  "updates": dqn_state.updates},
+                                  "updates": learner.updates},
                         train_config=cfg.to_json())
         wall = time.perf_counter() - t0
         state["wall_s"] += wall
@@ -196,8 +216,9 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
         manifest = read_manifest(data_dir)
         state.update(iteration=it, shards=len(manifest["shards"]), segments=len(manifest["segments"]))
         _write_json(state_path, state)
+        loss = metrics.get("losses/td_loss", metrics.get("losses/policy_loss", float("nan")))
         log(f"iter {it}: env steps {state['env_steps']:,}  eps {eps:.2f}  "
-            f"loss {metrics['losses/td_loss']:.3f}  eval {report['mean_return']:.1f} "
+            f"loss {loss:.3f}  eval {report['mean_return']:.1f} "
             f"± {report['std_return']:.1f}  ({wall:.1f}s)")
         if stop_at is not None and report["mean_return"] >= stop_at:
             log(f"eval mean {report['mean_return']:.1f} >= {stop_at}: solved")

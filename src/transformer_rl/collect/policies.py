@@ -27,12 +27,16 @@ class Policy(Protocol):
 class RandomPolicy:
     """Uniform over the discrete actions."""
 
-    def __init__(self, num_actions: int, seed: int = 0):
-        self.num_actions, self.seed = num_actions, seed
+    def __init__(self, num_actions: int, seed: int = 0, record_logp: bool = False):
+        self.num_actions, self.seed, self.record_logp = num_actions, seed, record_logp
         self.rng = np.random.default_rng(seed)
 
     def act(self, obs: np.ndarray, env_ids: np.ndarray, first: np.ndarray) -> Act:
-        return self.rng.integers(0, self.num_actions, len(env_ids), dtype=np.int32), None, None
+        action = self.rng.integers(0, self.num_actions, len(env_ids), dtype=np.int32)
+        if not self.record_logp:
+            return action, None, None
+        n = len(env_ids)  # PPO can learn from it: logp is known, value unknown (NaN)
+        return action, np.full(n, -np.log(self.num_actions), np.float32), np.full(n, np.nan, np.float32)
 
     def describe(self) -> dict[str, Any]:
         return {"policy": "random", "seed": self.seed, "checkpoint": None, "iteration": None}

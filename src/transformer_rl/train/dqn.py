@@ -1,8 +1,10 @@
 """DQN over K-step windows (DTQN-style): Q at every position, trained against n-step
 double-DQN targets from a target network, Huber loss, clipped gradients.
 
-One window serves both networks: attention is causal, so Q at position j sees only steps up to
-j, and the bootstrap step j + n of every position lies in the same window.
+The online network sees a window of K steps and learns at every position. The bootstrap values
+come from a second window, the first shifted n steps later (less at an episode's end), so each
+bootstrap step is seen with a full history, as the acting policy sees it, and every position
+of the first window, the last (the one that acts) included, gets a target.
 Truncation bootstraps (from the episode's final observation); termination does not.
 """
 
@@ -63,11 +65,10 @@ def dqn_loss(model, target, batch: dict[str, torch.Tensor], huber_delta: float):
     """Huber loss between Q(s_j, a_j) and G_j + w_j * Q_target(s_{j+s}, argmax_a Q(s_{j+s}, a))."""
     q = model(batch["obs"], batch["prev_action"], batch["mask"]).q  # (B, K, A)
     with torch.no_grad():
-        boot = batch["boot_pos"].unsqueeze(-1)  # (B, K, 1) window position to bootstrap from
-        q_next_online = q.detach().gather(1, boot.expand(-1, -1, q.shape[-1]))  # (B, K, A)
-        best = q_next_online.argmax(-1, keepdim=True)  # double DQN: online net picks
-        q_target = target(batch["obs"], batch["prev_action"], batch["mask"]).q
-        q_next = q_target.gather(1, boot.expand(-1, -1, q.shape[-1])).gather(2, best).squeeze(-1)
+        boot = batch["boot_pos"].unsqueeze(-1).expand(-1, -1, q.shape[-1])  # (B, K, A) in window 2
+        next_inputs = (batch["next_obs"], batch["next_prev_action"], batch["next_mask"])
+        best = model(*next_inputs).q.gather(1, boot).argmax(-1, keepdim=True)  # double DQN
+        q_next = target(*next_inputs).q.gather(1, boot).gather(2, best).squeeze(-1)  # (B, K)
         y = batch["ret"] + batch["weight"] * q_next  # (B, K)
     q_taken = q.gather(2, batch["action"].unsqueeze(-1)).squeeze(-1)  # (B, K)
     m = batch["loss_mask"]
@@ -86,26 +87,33 @@ class DQNBatcher:
         )
         self.action = data.action
         self.context, self.device, self.batch_size = context, device, cfg.batch_size
+        self.n_step = cfg.n_step
 
     def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        ends = rng.integers(0, len(self.seq), self.batch_size)
-        index, mask = self.seq.windows(ends, self.context)  # (B, K)
-        row = self.seq.row[index]  # (B, K), -1 on final observations
+        seq, k = self.seq, self.context
+        ends = rng.integers(0, len(seq), self.batch_size)
+        index, mask = seq.windows(ends, k)  # (B, K)
+        row = seq.row[index]  # (B, K), -1 on final observations
         is_row = mask & (row >= 0)
         row = np.where(is_row, row, 0)
-        boot_pos = np.arange(self.context)[None, :] + self.steps[row]
-        loss_mask = is_row & (boot_pos < self.context)
-        boot_pos = np.minimum(boot_pos, self.context - 1)
+        next_ends = np.minimum(ends + self.n_step, seq.stop[ends])
+        next_index, next_mask = seq.windows(next_ends, k)
+        # bootstrap step of position j is index[j] + steps; its position in the shifted window:
+        boot_pos = np.arange(k)[None, :] + self.steps[row] - (next_ends - ends)[:, None]
+        boot_pos = np.clip(boot_pos, 0, k - 1)  # only clips masked positions
         d = self.device
         return {
-            "obs": to_tensor(self.seq.obs[index], d),
-            "prev_action": to_tensor(self.seq.prev_action[index], d),
+            "obs": to_tensor(seq.obs[index], d),
+            "prev_action": to_tensor(seq.prev_action[index], d),
             "mask": to_tensor(mask, d),
+            "next_obs": to_tensor(seq.obs[next_index], d),
+            "next_prev_action": to_tensor(seq.prev_action[next_index], d),
+            "next_mask": to_tensor(next_mask, d),
             "action": to_tensor(self.action[row], d),
             "ret": to_tensor(self.ret[row], d),
             "weight": to_tensor(self.weight[row], d),
             "boot_pos": to_tensor(boot_pos, d),
-            "loss_mask": to_tensor(loss_mask, d),
+            "loss_mask": to_tensor(is_row, d),
         }
 
 
@@ -114,7 +122,7 @@ class DQNState:
     """What persists between `train_dqn` calls in one process (a `trl run`)."""
 
     optimizer: torch.optim.Optimizer
-    target: torch.nn.Module
+    target: torch.nn.Module | None  # None for PPO, which shares this holder
     updates: int = 0
 
 

@@ -21,6 +21,7 @@ class Sequences:
     prev_action: np.ndarray  # (M,) int64 in [0, A]; A = "no previous action" (episode start)
     row: np.ndarray  # (M,) int64 row of the dataset at this step, -1 on final observations
     start: np.ndarray  # (M,) int64 step index where this step's episode starts
+    stop: np.ndarray  # (M,) int64 step index of this step's episode's final observation
     step_of_row: np.ndarray  # (N,) int64 position of each row in the step sequence
 
     def __len__(self) -> int:
@@ -53,7 +54,8 @@ def build_sequences(data: Transitions, num_actions: int) -> Sequences:
     first_step = final_step - lengths  # (E,)
     prev_action[first_step] = num_actions
     start = np.repeat(first_step, lengths + 1)
-    return Sequences(obs, prev_action, row, start, step_of_row)
+    stop = np.repeat(final_step, lengths + 1)
+    return Sequences(obs, prev_action, row, start, stop, step_of_row)
 
 
 def to_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
