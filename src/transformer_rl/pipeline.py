@@ -217,7 +217,8 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
         state.update(iteration=it, shards=len(manifest["shards"]), segments=len(manifest["segments"]))
         _write_json(state_path, state)
         loss = metrics.get("losses/td_loss", metrics.get("losses/policy_loss", float("nan")))
-        log(f"iter {it}: env steps {state['env_steps']:,}  eps {eps:.2f}  "
+        explore = f"eps {eps:.2f}" if cfg.algo == "dqn" else f"kl {metrics['losses/approx_kl']:.4f}"
+        log(f"iter {it}: env steps {state['env_steps']:,}  {explore}  "
             f"loss {loss:.3f}  eval {report['mean_return']:.1f} "
             f"± {report['std_return']:.1f}  ({wall:.1f}s)")
         if stop_at is not None and report["mean_return"] >= stop_at:

@@ -27,7 +27,7 @@ from transformer_rl.train.sequences import Sequences, build_sequences, to_tensor
 class DQNConfig:
     updates: int = 1000  # gradient steps per `train_dqn` call
     batch_size: int = 64  # windows per gradient step
-    lr: float = 2.5e-4  # Adam learning rate
+    lr: float = 5e-4  # Adam learning rate
     gamma: float = 0.99  # discount
     n_step: int = 3  # n-step returns
     target_every: int = 200  # gradient steps between target-network copies
