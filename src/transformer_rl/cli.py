@@ -249,9 +249,10 @@ EmbdOpt = Annotated[int, typer.Option(help="GPT embedding width.", rich_help_pan
 HiddenOpt = Annotated[int, typer.Option(help="MLP hidden width.", rich_help_panel=MODEL_PANEL)]
 UpdatesOpt = Annotated[int, typer.Option(help="Gradient steps (per iteration for `run`).",
                                          rich_help_panel=TRAIN_PANEL)]
-BatchOpt = Annotated[int, typer.Option("--batch", help="Windows per gradient step.",
-                                       rich_help_panel=TRAIN_PANEL)]
-LrOpt = Annotated[float, typer.Option(help="Adam learning rate.", rich_help_panel=TRAIN_PANEL)]
+BatchOpt = Annotated[int | None, typer.Option("--batch", help="Windows per gradient step (default: DQN 64, PPO 16).",
+                                              rich_help_panel=TRAIN_PANEL)]
+LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate (default: DQN 5e-4, PPO 2.5e-4).",
+                                             rich_help_panel=TRAIN_PANEL)]
 GammaOpt = Annotated[float, typer.Option(help="Discount.", rich_help_panel=TRAIN_PANEL)]
 NStepOpt = Annotated[int, typer.Option(help="DQN n-step returns.", rich_help_panel=TRAIN_PANEL)]
 ReplayOpt = Annotated[int, typer.Option(help="DQN replay: newest dataset rows trained on.",
@@ -273,8 +274,8 @@ def train(
     n_embd: EmbdOpt = 32,
     hidden: HiddenOpt = 64,
     updates: UpdatesOpt = 1000,
-    batch: BatchOpt = 64,
-    lr: LrOpt = 5e-4,
+    batch: BatchOpt = None,
+    lr: LrOpt = None,
     gamma: GammaOpt = 0.99,
     n_step: NStepOpt = 3,
     replay_rows: ReplayOpt = 100_000,
@@ -287,8 +288,8 @@ def train(
     from transformer_rl.pipeline import train as run_train
     from transformer_rl.train.dqn import DQNConfig
 
-    cfg = DQNConfig(updates=updates, batch_size=batch, lr=lr, gamma=gamma, n_step=n_step,
-                    replay_rows=replay_rows)
+    cfg = DQNConfig(updates=updates, batch_size=batch or DQNConfig.batch_size, lr=lr or DQNConfig.lr,
+                    gamma=gamma, n_step=n_step, replay_rows=replay_rows)
     args = ModelArgs(model=model, context=context, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                      hidden=hidden)
     args.validate()
@@ -367,8 +368,8 @@ def run_command(
     n_embd: EmbdOpt = 32,
     hidden: HiddenOpt = 64,
     updates: UpdatesOpt = 1000,
-    batch: BatchOpt = 64,
-    lr: LrOpt = 5e-4,
+    batch: BatchOpt = None,
+    lr: LrOpt = None,
     gamma: GammaOpt = 0.99,
     n_step: NStepOpt = 3,
     replay_rows: ReplayOpt = 100_000,
@@ -392,10 +393,10 @@ def run_command(
         stop_at=stop_at,
         model=ModelArgs(model=model, context=context, n_layer=n_layer, n_head=n_head,
                         n_embd=n_embd, hidden=hidden),
-        dqn=DQNConfig(updates=updates, batch_size=batch, lr=lr, gamma=gamma, n_step=n_step,
-                      replay_rows=replay_rows),
-        ppo=PPOConfig(epochs=epochs, minibatch_windows=batch, lr=lr, gamma=gamma, gae_lambda=gae_lambda,
-                      clip=clip, ent_coef=ent_coef),
+        dqn=DQNConfig(updates=updates, batch_size=batch or DQNConfig.batch_size, lr=lr or DQNConfig.lr,
+                      gamma=gamma, n_step=n_step, replay_rows=replay_rows),
+        ppo=PPOConfig(epochs=epochs, minibatch_windows=batch or PPOConfig.minibatch_windows,
+                      lr=lr or PPOConfig.lr, gamma=gamma, gae_lambda=gae_lambda, clip=clip, ent_coef=ent_coef),
     )
     report = run(cfg, log=console.print)
     best = report["best"] or {}

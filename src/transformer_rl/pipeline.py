@@ -158,7 +158,7 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=1) + "\n")
     torch.manual_seed(cfg.seed)
-    while state["iteration"] < cfg.iterations:
+    while state["iteration"] < cfg.iterations and not state.get("solved"):
         it = state["iteration"] + 1
         t0 = time.perf_counter()
         seed = cfg.seed * 1000 + it * 10  # pool seeds differ per iteration; streams stay unique
@@ -214,7 +214,8 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
             state["best"] = {"iteration": it, **report}
             _copy_dir(ckpt_dir, run_dir / "checkpoints" / "best")
         manifest = read_manifest(data_dir)
-        state.update(iteration=it, shards=len(manifest["shards"]), segments=len(manifest["segments"]))
+        state.update(iteration=it, shards=len(manifest["shards"]), segments=len(manifest["segments"]),
+                     solved=bool(stop_at is not None and report["mean_return"] >= stop_at))
         _write_json(state_path, state)
         loss = metrics.get("losses/td_loss", metrics.get("losses/policy_loss", float("nan")))
         explore = f"eps {eps:.2f}" if cfg.algo == "dqn" else f"kl {metrics['losses/approx_kl']:.4f}"

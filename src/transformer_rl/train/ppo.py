@@ -20,7 +20,7 @@ from transformer_rl.train.sequences import Sequences, build_sequences, to_tensor
 @dataclass
 class PPOConfig:
     epochs: int = 4  # passes over each iteration's rollouts
-    minibatch_windows: int = 64  # windows of K steps per gradient step
+    minibatch_windows: int = 16  # windows of K steps per gradient step
     lr: float = 2.5e-4
     gamma: float = 0.99
     gae_lambda: float = 0.95
