@@ -253,8 +253,11 @@ def collect(
                 obs, reward, terminated, truncated, info = pool.step(action)
             else:
                 pool.send(action, ids)
-            # cut when enough new entries arrived (unfinished episodes stay in the log)
-            if log.size >= carried + min(cut_entries, cfg.shard_rows) or time.perf_counter() - last_cut > cut_every_s:
+            # cut when enough new entries arrived (unfinished episodes stay in the log); near a
+            # shard's end, cut once the rows it still needs could be there, so shards hold about
+            # shard_rows rows (not up to twice that)
+            need = max(cfg.shard_rows - writer.buffered_rows, cfg.num_envs)
+            if log.size >= carried + min(cut_entries, need) or time.perf_counter() - last_cut > cut_every_s:
                 cut()
                 carried, last_cut = log.size, time.perf_counter()
     stats.wall_s = time.perf_counter() - start

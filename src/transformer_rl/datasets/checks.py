@@ -41,6 +41,7 @@ def validate(root: Path, max_problems: int = 20) -> Report:
     next_id = 0
     for shard in manifest["shards"]:
         name, path = shard["file"], root / shard["file"]
+        first_id, next_id = next_id, next_id + shard["episodes"]  # even if this shard is bad
         if not path.is_file():
             problems.append(f"{name}: listed in the manifest but missing")
             continue
@@ -60,8 +61,7 @@ def validate(root: Path, max_problems: int = 20) -> Report:
             continue
         if table.num_rows != shard["rows"]:
             problems.append(f"{name}: {table.num_rows} rows, manifest says {shard['rows']}")
-        problems.extend(_check_rows(name, table, next_id, shard, n_actions, n_streams))
-        next_id += shard["episodes"]
+        problems.extend(_check_rows(name, table, first_id, shard, n_actions, n_streams))
         report.rows += table.num_rows
         report.episodes += shard["episodes"]
         if len(problems) >= max_problems:

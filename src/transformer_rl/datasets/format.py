@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from transformer_rl.errors import UsageError
 
@@ -134,6 +135,18 @@ def new_manifest(spec_json: dict[str, Any], seed: int, envpool_version: str) -> 
         "segments": [],
         "shards": [],
     }
+
+
+def read_shard(root: Path, file: str, columns: list[str] | None = None) -> pa.Table:
+    """A listed shard as a table, or a one-line UsageError naming it (missing or damaged)."""
+    try:
+        return pq.read_table(Path(root) / file, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        reason = "missing" if isinstance(e, FileNotFoundError) else " ".join(str(e).split())
+        raise UsageError(
+            f"{Path(root) / file}: cannot read the shard ({reason}); "
+            f"check the dataset with `trl datasets validate {root}`"
+        ) from e
 
 
 def totals(manifest: dict[str, Any]) -> tuple[int, int]:

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from transformer_rl.datasets.format import read_manifest
+from transformer_rl.datasets.format import read_manifest, read_shard
 
 
 @dataclass
@@ -82,7 +81,7 @@ def load(root: Path, shards: list[int] | None = None, newest_rows: int | None = 
             chosen.insert(0, i)
             total += listed[i]["rows"]
     dim = int(np.prod(manifest["observation"]["shape"]))
-    tables = [pq.read_table(root / listed[i]["file"]) for i in chosen]
+    tables = [read_shard(root, listed[i]["file"]) for i in chosen]
     if not tables:
         from transformer_rl.datasets.format import arrow_schema
 

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from transformer_rl.datasets.format import read_manifest, totals
+from transformer_rl.datasets.format import read_manifest, read_shard, totals
 
 
 def summarize(root: Path) -> dict[str, Any]:
@@ -17,7 +16,7 @@ def summarize(root: Path) -> dict[str, Any]:
     rows, episodes = totals(m)
     returns, lengths = [], []
     for shard in m["shards"]:
-        t = pq.read_table(root / shard["file"], columns=["episode_id", "reward"])
+        t = read_shard(root, shard["file"], columns=["episode_id", "reward"])
         ids = t["episode_id"].to_numpy()
         if not len(ids):
             continue

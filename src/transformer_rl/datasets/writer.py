@@ -228,7 +228,10 @@ def open_for_append(
     elif root.exists() and any(root.iterdir()):
         raise UsageError(f"--out {root} is a non-empty directory that is not a dataset; choose another")
     else:
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--out {root}: cannot create the directory ({e.strerror})") from e
         manifest = new_manifest(spec.to_json(), seed, envpool_version())
     offset = sum(s["num_envs"] for s in manifest["segments"])
     manifest["segments"].append(

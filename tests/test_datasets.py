@@ -1,0 +1,115 @@
+"""The reader: contiguous arrays, next observations, returns, and K-step windows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from transformer_rl import envs
+from transformer_rl.datasets import load, read_manifest, sample_windows, window_indices
+from transformer_rl.datasets.writer import open_for_append
+
+
+def check_windows(d, w, ends: np.ndarray, k: int) -> None:
+    assert w.index.shape == w.mask.shape == (len(ends), k)
+    np.testing.assert_array_equal(w.index[:, -1], ends)  # each window ends at its row
+    assert w.mask[:, -1].all()
+    start = d.episode_start[ends]
+    # never crosses an episode boundary: every index is a row of the end row's episode
+    assert (d.episode_id[w.index] == d.episode_id[ends][:, None]).all()
+    # mask False exactly on the left padding: valid length = rows available in the episode
+    valid = np.minimum(k, ends - start + 1)
+    np.testing.assert_array_equal(w.mask.sum(1), valid)
+    np.testing.assert_array_equal(w.mask, np.arange(k)[None, :] >= (k - valid)[:, None])
+    # real positions are consecutive rows; padding points at the episode's first row
+    want = np.where(w.mask, ends[:, None] + np.arange(-k + 1, 1)[None, :], start[:, None])
+    np.testing.assert_array_equal(w.index, want)
+    assert (w.index >= 0).all() and (w.index < len(d)).all()
+
+
+@pytest.mark.parametrize("k", [1, 8, 64, 600])
+def test_window_indices_at_every_row(cartpole_data, k):
+    d = load(cartpole_data)
+    ends = np.arange(len(d))
+    check_windows(d, window_indices(d, ends, k), ends, k)
+
+
+def test_sample_windows(cartpole_data, breakout_data):
+    for root in (cartpole_data, breakout_data):
+        d = load(root)
+        w = sample_windows(d, 4096, 16, np.random.default_rng(1))
+        check_windows(d, w, w.index[:, -1], 16)
+        assert (~w.mask).any() and w.mask[:, 0].any()  # both padded and full windows occur
+        w2 = sample_windows(d, 4096, 16, np.random.default_rng(1))
+        np.testing.assert_array_equal(w.index, w2.index)  # seeded: reproducible
+    # episode starts are padded all the way: one real row
+    starts = d.episode_rows[:-1]
+    w = window_indices(d, starts, 5)
+    assert (w.mask.sum(1) == 1).all() and (w.index == starts[:, None]).all()
+
+
+def test_arrays_are_consistent(cartpole_data):
+    d = load(cartpole_data)
+    m = read_manifest(cartpole_data)
+    n = sum(s["rows"] for s in m["shards"])
+    assert len(d) == n and d.num_episodes == sum(s["episodes"] for s in m["shards"])
+    assert d.obs.shape == (n, 4) and d.obs.dtype == np.float32 and d.obs.flags.c_contiguous
+    assert d.final_obs.shape == (d.num_episodes, 4)
+    assert d.action.shape == d.reward.shape == d.terminated.shape == (n,)
+    assert d.reward.dtype == np.float32 and d.terminated.dtype == bool
+    lengths = np.diff(d.episode_rows)
+    np.testing.assert_array_equal(d.episode_start, np.repeat(d.episode_rows[:-1], lengths))
+    np.testing.assert_array_equal(d.done, d.terminated | d.truncated)
+    assert d.manifest == m
+
+
+def test_next_obs(cartpole_data, breakout_data):
+    for root in (cartpole_data, breakout_data):
+        d = load(root)
+        nxt = d.next_obs()
+        assert nxt.shape == d.obs.shape and nxt.dtype == d.obs.dtype
+        last = d.episode_rows[1:] - 1
+        inner = np.setdiff1d(np.arange(len(d)), last)
+        np.testing.assert_array_equal(nxt[inner], d.obs[inner + 1])  # shifted within episodes
+        np.testing.assert_array_equal(nxt[last], d.final_obs)  # the env's last obs at ends
+        # never the next episode's first observation (CartPole: reset obs are tiny)
+        assert not np.array_equal(nxt[last[:-1]], d.obs[last[:-1] + 1])
+
+
+def test_episode_returns_match_pandas(cartpole_data, breakout_data):
+    for root in (cartpole_data, breakout_data):
+        d = load(root)
+        df = pd.read_parquet(root, columns=["episode_id", "reward"], ignore_prefixes=["manifest"])
+        sums = df.groupby("episode_id")["reward"].sum()
+        np.testing.assert_array_equal(sums.index.to_numpy(), np.arange(d.num_episodes))
+        np.testing.assert_allclose(d.episode_returns(), sums.to_numpy(), rtol=0, atol=1e-4)
+    d = load(breakout_data)
+    assert d.episode_returns().sum() == d.reward.sum()
+
+
+def test_load_chosen_and_newest_shards(cartpole_data):
+    full = load(cartpole_data)
+    shards = read_manifest(cartpole_data)["shards"]
+    assert len(shards) >= 3
+    one = load(cartpole_data, shards=[1])
+    s = shards[1]
+    assert len(one) == s["rows"] and one.num_episodes == s["episodes"]
+    a = full.episode_rows[s["first_episode_id"]]
+    np.testing.assert_array_equal(one.obs, full.obs[a : a + s["rows"]])
+    np.testing.assert_array_equal(one.final_obs, full.final_obs[s["first_episode_id"]:][
+        : s["episodes"]])
+    np.testing.assert_array_equal(one.episode_start, np.repeat(
+        one.episode_rows[:-1], np.diff(one.episode_rows)))  # row indices local to the load
+    newest = load(cartpole_data, newest_rows=shards[-1]["rows"] + 1)  # needs the last two
+    assert len(newest) == shards[-1]["rows"] + shards[-2]["rows"]
+    np.testing.assert_array_equal(newest.obs, full.obs[len(full) - len(newest):])
+    assert len(load(cartpole_data, newest_rows=10**9)) == len(full)
+
+
+def test_empty_dataset_loads(tmp_path):
+    spec = envs.resolve("CartPole-v1")
+    writer = open_for_append(tmp_path / "e", spec, seed=0, num_envs=2, batch_size=2,
+                             producer={"policy": "random"}, shard_rows=10, append=False)
+    writer.close()
+    d = load(tmp_path / "e")
+    assert len(d) == 0 and d.num_episodes == 0 and d.obs.shape == (0, 4)
+    assert d.episode_returns().shape == (0,)
