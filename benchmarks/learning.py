@@ -36,7 +36,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         report = json.loads((Path(a.root) / name / "report.json").read_text())
         rows.append((seed, report, wall))
-    print(f"| seed | params | solved | best eval mean (100 ep) | env steps | wall s (process) |")
+    print("| seed | params | solved | best eval mean (100 ep) | env steps | wall s (process) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for seed, r, wall in rows:
         print(f"| {seed} | {r['parameters']:,} | {r['solved']} | {r['best']['mean_return']:.1f} "

@@ -3,8 +3,10 @@ import json
 import numpy as np
 
 from transformer_rl.datasets import load
+from transformer_rl.datasets.checks import verify
 from transformer_rl.pipeline import RunConfig, run
-from transformer_rl.train.ppo import PPOConfig, gae
+from transformer_rl.collect.rollout import Trace
+from transformer_rl.train.ppo import PPOConfig, gae, rollout_transitions
 
 
 def test_gae_by_hand():
@@ -23,13 +25,42 @@ def test_gae_by_hand():
 
 
 def test_ppo_run_records_behaviour_logp_and_trains(tmp_path):
-    cfg = RunConfig(algo="ppo", name="p", root=tmp_path, iterations=2, steps_per_iteration=1500,
-                    eval_episodes=5, ppo=PPOConfig(epochs=2))
+    cfg = RunConfig(algo="ppo", name="p", root=tmp_path, iterations=4, steps_per_iteration=512,
+                    num_envs=4, eval_every=2, eval_episodes=5, ppo=PPOConfig(epochs=2))
     report = run(cfg, log=lambda *_: None)
-    assert report["iterations"] == 2
+    assert report["iterations"] == 4
     data = load(tmp_path / "p" / "data")
-    second = data.env_index >= 8  # iteration 2 was sampled from the model: logp and value recorded
-    assert np.isfinite(data.logp[second]).all() and np.isfinite(data.value[second]).all()
-    assert (data.logp[second] < 0).all()
+    # episodes carry on across iterations: the dataset holds whole episodes of one pool, the
+    # later ones sampled from the model (logp and value recorded), the first uniform (value NaN)
+    assert set(data.env_index.tolist()) <= {0, 1, 2, 3}
+    sampled = np.isfinite(data.value)
+    assert sampled.sum() > 500 and (data.logp[sampled] < 0).all()
+    assert np.allclose(data.logp[~sampled], np.log(0.5))
+    assert verify(tmp_path / "p" / "data").ok
     rows = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
     assert all(np.isfinite(r["losses/approx_kl"]) for r in rows)
+    assert [r["iteration"] for r in rows if "eval/mean_return" in r] == [2, 4]
+
+
+def test_rollout_fragments_by_hand():
+    # env 0: an episode ends (terminated) at entry 2; entry 3 is the autoreset (elapsed 0).
+    # env 1: one episode running through the whole rollout. Entry 0 was acted on in the previous
+    # rollout (prefix 1); entry 5 is not acted on yet.
+    elapsed = np.array([[4, 7], [5, 8], [6, 9], [0, 10], [1, 11], [2, 12]], np.int32)
+    terminated = np.zeros((6, 2), bool)
+    terminated[2, 0] = True
+    obs = np.arange(12, dtype=np.float32).reshape(6, 2, 1)  # obs[t, env] = 2 t + env
+    trace = Trace(obs=obs, reward=np.ones((6, 2), np.float32), terminated=terminated,
+                  truncated=np.zeros((6, 2), bool), elapsed=elapsed,
+                  action=np.ones((6, 2), np.int32), logp=np.full((6, 2), -0.5, np.float32), prefix=1)
+    data, learn = rollout_transitions(trace)
+    # env 0: fragment rows from entries 0, 1 (ends terminated, final obs = entry 2), then rows
+    # from entries 3, 4 (cut by the rollout: final obs = entry 5); env 1: rows from entries 0..4
+    assert data.episode_rows.tolist() == [0, 2, 4, 9]
+    assert data.obs[:, 0].tolist() == [0, 2, 6, 8, 1, 3, 5, 7, 9]
+    assert data.final_obs[:, 0].tolist() == [4, 10, 11]
+    assert data.terminated.tolist() == [False, True, False, False, False, False, False, False, False]
+    assert data.truncated[[3, 8]].all() and data.truncated.sum() == 2  # rollout ends bootstrap
+    assert data.step.tolist() == [4, 5, 0, 1, 7, 8, 9, 10, 11]
+    assert learn.tolist() == [False, True, True, True, False, True, True, True, True]

@@ -349,15 +349,19 @@ def run_command(
                                       rich_help_panel=RUN_PANEL)] = "default",
     root: Annotated[Path, typer.Option(help="Directory of runs.", rich_help_panel=RUN_PANEL)] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed.", rich_help_panel=RUN_PANEL)] = 0,
-    iterations: Annotated[int, typer.Option(help="Most collect/train/eval cycles.",
-                                            rich_help_panel=RUN_PANEL)] = 20,
-    steps_per_iteration: Annotated[int, typer.Option(help="Transitions collected per iteration.",
-                                                     rich_help_panel=RUN_PANEL)] = 10_000,
-    num_envs: Annotated[int, typer.Option(help="Envs collecting.", rich_help_panel=RUN_PANEL)] = 8,
+    iterations: Annotated[int | None, typer.Option(help="Most collect/train cycles [preset].",
+                                                   rich_help_panel=RUN_PANEL)] = None,
+    steps_per_iteration: Annotated[int | None, typer.Option(help="Env steps collected per iteration [preset].",
+                                                            rich_help_panel=RUN_PANEL)] = None,
+    num_envs: Annotated[int | None, typer.Option(help="Envs collecting [preset].", rich_help_panel=RUN_PANEL)] = None,
     eps_decay_steps: Annotated[int, typer.Option(help="DQN: epsilon 1 -> 0.02 over these env steps.",
                                                  rich_help_panel=RUN_PANEL)] = 40_000,
-    eval_episodes: Annotated[int, typer.Option(help="Eval episodes per iteration.",
-                                               rich_help_panel=RUN_PANEL)] = 100,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate and checkpoint every N iterations [preset].",
+                                                   rich_help_panel=RUN_PANEL)] = None,
+    eval_episodes: Annotated[int | None, typer.Option(help="Episodes per evaluation [preset].",
+                                                      rich_help_panel=RUN_PANEL)] = None,
+    eval_mode: Annotated[str | None, typer.Option(help="greedy, or sample from the policy (PPO) [preset].",
+                                                  rich_help_panel=RUN_PANEL)] = None,
     stop_at: Annotated[float | None, typer.Option(help="Stop when eval mean reaches this "
                                                   "(default: the env's threshold).",
                                                   rich_help_panel=RUN_PANEL)] = None,
@@ -380,6 +384,9 @@ def run_command(
 ) -> None:
     """Collect -> train -> eval, N iterations, under runs/<name>/ (resumable).
 
+    Options marked [preset] default per algorithm and env family (CartPole & co, or Atari RAM);
+    the README lists the presets.
+
     Example: trl run --env CartPole-v1 --algo dqn --model gpt --seed 1 --name cartpole-s1
     """
     from transformer_rl.pipeline import ModelArgs, RunConfig, run
@@ -389,7 +396,7 @@ def run_command(
     cfg = RunConfig(
         env=env, algo=algo, name=name, root=root, seed=seed, iterations=iterations,
         steps_per_iteration=steps_per_iteration, num_envs=num_envs, eval_episodes=eval_episodes,
-        eps_decay_steps=eps_decay_steps,
+        eval_every=eval_every, eval_mode=eval_mode, eps_decay_steps=eps_decay_steps,
         stop_at=stop_at,
         model=ModelArgs(model=model, context=context, n_layer=n_layer, n_head=n_head,
                         n_embd=n_embd, hidden=hidden),

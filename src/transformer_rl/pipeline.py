@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from transformer_rl.collect.policies import ModelPolicy, RandomPolicy
-from transformer_rl.collect.rollout import CollectConfig, collect
+from transformer_rl.collect.rollout import CollectConfig, Collector, collect
 from transformer_rl.datasets.format import read_manifest, write_manifest
 from transformer_rl.datasets.reader import Transitions, load
 from transformer_rl.envs import EnvSpec, resolve
@@ -29,7 +29,7 @@ from transformer_rl.evaluate.evaluate import evaluate, write_report
 from transformer_rl.models import build_model
 from transformer_rl.train import checkpoint
 from transformer_rl.train.dqn import DQNConfig, DQNState, new_state, train_dqn
-from transformer_rl.train.ppo import PPOConfig, train_ppo
+from transformer_rl.train.ppo import PPOConfig, rollout_transitions, train_ppo
 
 
 @dataclass
@@ -80,25 +80,39 @@ class RunConfig:
     name: str = "default"
     root: Path = Path("runs")
     seed: int = 0
-    iterations: int = 20  # collect -> train -> eval cycles (at most; stops once solved)
-    steps_per_iteration: int = 10_000  # env transitions recorded per iteration
-    num_envs: int = 8
+    # None below: the preset for this env family and algorithm (see PRESETS)
+    iterations: int | None = None  # collect -> train cycles (at most; stops once solved)
+    steps_per_iteration: int | None = None  # env steps collected per iteration
+    num_envs: int | None = None
+    eval_every: int | None = None  # evaluate (and checkpoint) every this many iterations
+    eval_episodes: int | None = None
+    eval_mode: str | None = None  # greedy or sample (from the policy; PPO only)
     eps_start: float = 1.0  # DQN: epsilon-greedy schedule over total env steps
     eps_end: float = 0.02
     eps_decay_steps: int = 40_000
-    eval_episodes: int = 100
     stop_at: float | None = None  # stop once eval mean reaches this (default: env threshold)
     model: ModelArgs = field(default_factory=ModelArgs)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
+    def resolve_presets(self, spec: EnvSpec) -> None:
+        preset = PRESETS[(self.algo, "atari" if spec.is_ram else "classic")]
+        for target, values in ((self, preset), (self.ppo, preset.get("ppo", {}))):
+            for key, value in values.items():
+                if key != "ppo" and getattr(target, key) is None:
+                    setattr(target, key, value)
+
     def validate(self) -> None:
         self.model.validate()
-        for name in ("iterations", "steps_per_iteration", "num_envs", "eval_episodes"):
-            if getattr(self, name) <= 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive")
         if self.algo not in ("dqn", "ppo"):
             raise UsageError(f"unknown --algo {self.algo!r}: use dqn or ppo")
+        for name in ("iterations", "steps_per_iteration", "num_envs", "eval_episodes", "eval_every"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if self.eval_mode not in (None, "greedy", "sample"):
+            raise UsageError(f"unknown --eval-mode {self.eval_mode!r}: use greedy or sample")
+        if self.eval_mode == "sample" and self.algo != "ppo":
+            raise UsageError("--eval-mode sample needs a policy: use it with --algo ppo")
         if self.dqn.updates <= 0 or self.dqn.batch_size <= 0:
             raise UsageError("--updates and --batch-size must be positive")
 
@@ -106,6 +120,23 @@ class RunConfig:
         d = asdict(self)
         d["root"] = str(self.root)
         return d
+
+
+# Defaults per (algorithm, env family); any option given on the command line wins.
+PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+    # DQN: 10k steps of epsilon-greedy play, then 1000 updates on the newest 100k rows
+    ("dqn", "classic"): dict(iterations=20, steps_per_iteration=10_000, num_envs=8, eval_every=1,
+                             eval_episodes=100, eval_mode="greedy"),
+    ("dqn", "atari"): dict(iterations=100, steps_per_iteration=20_000, num_envs=16, eval_every=5,
+                           eval_episodes=16, eval_mode="greedy"),
+    # PPO: rollouts of 128 steps per env; episodes carry on across iterations
+    ("ppo", "classic"): dict(iterations=146, steps_per_iteration=1024, num_envs=8, eval_every=5,
+                             eval_episodes=100, eval_mode="greedy"),
+    # Breakout & co: 32 envs, sampled evaluation (a greedy policy can stall, never pressing FIRE
+    # to serve), clipped rewards in training; about 2M env steps
+    ("ppo", "atari"): dict(iterations=488, steps_per_iteration=4096, num_envs=32, eval_every=25,
+                           eval_episodes=16, eval_mode="sample", ppo=dict(reward_clip=True)),
+}
 
 
 def new_learner(model: torch.nn.Module, cfg: RunConfig) -> DQNState:
@@ -120,21 +151,29 @@ def epsilon_at(cfg: RunConfig, env_steps: int) -> float:
     return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
 
 
-def _rollback(data_dir: Path, shards: int, segments: int) -> None:
+def _rollback(run_dir: Path, state: dict[str, Any]) -> None:
     """Drop what a crashed iteration appended after the last complete one."""
+    data_dir = run_dir / "data"
     manifest = read_manifest(data_dir)
-    extra = manifest["shards"][shards:]
-    manifest["shards"] = manifest["shards"][:shards]
-    manifest["segments"] = manifest["segments"][:segments]
+    extra = manifest["shards"][state["shards"]:]
+    manifest["shards"] = manifest["shards"][: state["shards"]]
+    manifest["segments"] = manifest["segments"][: state["segments"]]
     write_manifest(data_dir, manifest)
     for shard in extra:
         (data_dir / shard["file"]).unlink(missing_ok=True)
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        rows = [line for line in metrics.read_text().splitlines()
+                if line.strip() and json.loads(line)["iteration"] <= state["iteration"]]
+        metrics.write_text("".join(line + "\n" for line in rows))
 
 
 def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     """The whole loop; resumes runs/<name> from its last complete iteration."""
     cfg.validate()
     spec = resolve(cfg.env)
+    cfg.resolve_presets(spec)
+    cfg.validate()
     run_dir = cfg.root / cfg.name
     data_dir, state_path = run_dir / "data", run_dir / "state.json"
     stop_at = cfg.stop_at if cfg.stop_at is not None else _threshold(spec)
@@ -145,7 +184,7 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
         saved = json.loads((run_dir / "config.json").read_text())
         if saved["env"] != cfg.env or saved["algo"] != cfg.algo:
             raise UsageError(f"{run_dir} is a {saved['env']} {saved['algo']} run; use another --name")
-        _rollback(data_dir, state["shards"], state["segments"])
+        _rollback(run_dir, state)
         ckpt = checkpoint.load(run_dir / "checkpoints" / f"iter-{state['iteration']:03d}", spec=spec)
         model = ckpt.model
         learner = new_learner(model, cfg)
@@ -158,73 +197,57 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=1) + "\n")
     torch.manual_seed(cfg.seed)
-    while state["iteration"] < cfg.iterations and not state.get("solved"):
-        it = state["iteration"] + 1
-        t0 = time.perf_counter()
-        seed = cfg.seed * 1000 + it * 10  # pool seeds differ per iteration; streams stay unique
-        eps = 1.0 if model is None or cfg.algo == "ppo" else epsilon_at(cfg, state["env_steps"])
-        if model is None:  # PPO: uniform random is a behaviour policy with known logp
-            policy = RandomPolicy(spec.num_actions, seed, record_logp=cfg.algo == "ppo")
-        else:
-            policy = ModelPolicy(model, cfg.num_envs, "epsilon" if cfg.algo == "dqn" else "sample",
-                                 algo=cfg.algo, epsilon=eps, seed=seed,
-                                 describe={"iteration": it - 1, "checkpoint": f"iter-{it - 1:03d}"})
-        rows_before = _rows(data_dir) if data_dir.exists() else 0
-        collect_cfg = CollectConfig(steps=rows_before + cfg.steps_per_iteration,
-                                    num_envs=cfg.num_envs, seed=seed)
-        stats = collect(spec, data_dir, policy, collect_cfg, append=data_dir.exists())
-        if cfg.algo == "dqn":  # the replay: the newest rows
-            data = load(data_dir, newest_rows=cfg.dqn.replay_rows)
-        else:  # on-policy: this iteration's rollouts only
-            shards = read_manifest(data_dir)["shards"]
-            data = load(data_dir, shards=[i for i, s in enumerate(shards) if s["segment"] == len(
-                read_manifest(data_dir)["segments"]) - 1])
-        if model is None:
-            model = new_model(spec, cfg.model, data, cfg.seed)
-            learner = new_learner(model, cfg)
-            log(f"{cfg.model.model}: {model.num_params():,} parameters")
-        t_collect = time.perf_counter() - t0
-        if cfg.algo == "dqn":
-            metrics = train_dqn(model, data, cfg.dqn, learner, seed=cfg.seed * 1000 + it)
-        else:
-            metrics = train_ppo(model, data, cfg.ppo, learner.optimizer, seed=cfg.seed * 1000 + it)
-            learner.updates += metrics["charts/updates"]
-        state["env_steps"] += stats.env_steps
-        record = run_dir / "evals" / f"iter-{it:03d}"
-        shutil.rmtree(record, ignore_errors=True)  # left by a crash inside this iteration
-        record.parent.mkdir(exist_ok=True)
-        report = evaluate(model, spec, cfg.algo, episodes=cfg.eval_episodes,
-                          seed=10_000_000 + cfg.seed * 1000 + it, record=record)
-        write_report(report, run_dir / "reports" / f"iter-{it:03d}.json")
-        ckpt_dir = run_dir / "checkpoints" / f"iter-{it:03d}"
-        checkpoint.save(ckpt_dir, model, spec, cfg.algo, optimizer=learner.optimizer,
-                        counters={"iteration": it, "env_steps": state["env_steps"],
-                                  "updates": learner.updates},
-                        train_config=cfg.to_json())
-        wall = time.perf_counter() - t0
-        state["wall_s"] += wall
-        row = {"iteration": it, "env_steps": state["env_steps"], "wall_s": round(state["wall_s"], 2),
-               "charts/epsilon": round(eps, 4), "charts/collect_s": round(t_collect, 2),
-               "charts/collect_return": float(np.mean(stats.returns)) if stats.returns else None,
-               **metrics, "eval/mean_return": report["mean_return"],
-               "eval/std_return": report["std_return"], "eval/episodes": report["episodes"]}
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if state["best"] is None or report["mean_return"] > state["best"]["mean_return"]:
-            state["best"] = {"iteration": it, **report}
-            _copy_dir(ckpt_dir, run_dir / "checkpoints" / "best")
-        manifest = read_manifest(data_dir)
-        state.update(iteration=it, shards=len(manifest["shards"]), segments=len(manifest["segments"]),
-                     solved=bool(stop_at is not None and report["mean_return"] >= stop_at))
-        _write_json(state_path, state)
-        loss = metrics.get("losses/td_loss", metrics.get("losses/policy_loss", float("nan")))
-        explore = f"eps {eps:.2f}" if cfg.algo == "dqn" else f"kl {metrics['losses/approx_kl']:.4f}"
-        log(f"iter {it}: env steps {state['env_steps']:,}  {explore}  "
-            f"loss {loss:.3f}  eval {report['mean_return']:.1f} "
-            f"± {report['std_return']:.1f}  ({wall:.1f}s)")
-        if stop_at is not None and report["mean_return"] >= stop_at:
-            log(f"eval mean {report['mean_return']:.1f} >= {stop_at}: solved")
-            break
+    ppo_stream = None  # PPO: the collector and policy that carry on across iterations
+    t_last = time.perf_counter()
+    try:
+        while state["iteration"] < cfg.iterations and not state.get("solved"):
+            it = state["iteration"] + 1
+            t0 = time.perf_counter()
+            if cfg.algo == "dqn":
+                model, learner, stats, metrics, eps = _dqn_iteration(cfg, spec, data_dir, it, state,
+                                                                     model, learner, log)
+            else:
+                if ppo_stream is None:
+                    ppo_stream = _PPOStream(cfg, spec, data_dir, it, model)
+                model, learner, stats, metrics = ppo_stream.iteration(it, learner, log)
+                eps = None
+            state["env_steps"] += stats["env_steps"]
+            row = {"iteration": it, "env_steps": state["env_steps"],
+                   "charts/collect_s": round(stats["collect_s"], 2),
+                   "charts/collect_return": stats["mean_return"], **metrics}
+            if eps is not None:
+                row["charts/epsilon"] = round(eps, 4)
+            evaluate_now = it % cfg.eval_every == 0 or it == cfg.iterations
+            if evaluate_now:
+                if ppo_stream is not None:
+                    ppo_stream.collector.flush()  # finished episodes are listed before the state
+                report = _evaluate_and_save(cfg, spec, run_dir, it, state, model, learner)
+                row.update({"eval/mean_return": report["mean_return"],
+                            "eval/std_return": report["std_return"], "eval/episodes": report["episodes"]})
+            now = time.perf_counter()
+            state["wall_s"] += now - t_last
+            t_last = now
+            row["wall_s"] = round(state["wall_s"], 2)
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if evaluate_now:
+                manifest = read_manifest(data_dir)
+                state.update(iteration=it, shards=len(manifest["shards"]),
+                             segments=len(manifest["segments"]),
+                             solved=bool(stop_at is not None and report["mean_return"] >= stop_at))
+                _write_json(state_path, state)
+                loss = metrics.get("losses/td_loss", metrics.get("losses/policy_loss", float("nan")))
+                explore = f"eps {eps:.2f}" if eps is not None else f"kl {metrics['losses/approx_kl']:.4f}"
+                log(f"iter {it}: env steps {state['env_steps']:,}  {explore}  loss {loss:.3f}  "
+                    f"eval {report['mean_return']:.1f} ± {report['std_return']:.1f}  "
+                    f"({now - t0:.1f}s)")
+                if state["solved"]:
+                    log(f"eval mean {report['mean_return']:.1f} >= {stop_at}: solved")
+            else:
+                state["iteration"] = it  # in memory only: a crash resumes from the last evaluation
+    finally:
+        if ppo_stream is not None:
+            ppo_stream.collector.close()
     final = {"env": cfg.env, "algo": cfg.algo, "model": cfg.model.model, "seed": cfg.seed,
              "parameters": model.num_params() if model is not None else None,
              "iterations": state["iteration"], "env_steps": state["env_steps"],
@@ -235,6 +258,90 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     _write_json(run_dir / "report.json", final)
     plot_curve(run_dir)
     return final
+
+
+def _dqn_iteration(cfg: RunConfig, spec: EnvSpec, data_dir: Path, it: int, state: dict[str, Any],
+                   model, learner, log):
+    """Collect a fresh batch of episodes epsilon-greedily, then train on the newest replay rows."""
+    t0 = time.perf_counter()
+    seed = cfg.seed * 1000 + it * 10  # pool seeds differ per iteration; streams stay unique
+    eps = 1.0 if model is None else epsilon_at(cfg, state["env_steps"])
+    if model is None:
+        policy = RandomPolicy(spec.num_actions, seed)
+    else:
+        policy = ModelPolicy(model, cfg.num_envs, "epsilon", algo="dqn", epsilon=eps, seed=seed,
+                             describe={"iteration": it - 1, "checkpoint": f"iter-{it - 1:03d}"})
+    rows_before = _rows(data_dir) if data_dir.exists() else 0
+    collect_cfg = CollectConfig(steps=rows_before + cfg.steps_per_iteration, num_envs=cfg.num_envs, seed=seed)
+    stats = collect(spec, data_dir, policy, collect_cfg, append=data_dir.exists())
+    data = load(data_dir, newest_rows=cfg.dqn.replay_rows)
+    if model is None:
+        model = new_model(spec, cfg.model, data, cfg.seed)
+        learner = new_learner(model, cfg)
+        log(f"{cfg.model.model}: {model.num_params():,} parameters")
+    collect_s = time.perf_counter() - t0
+    metrics = train_dqn(model, data, cfg.dqn, learner, seed=cfg.seed * 1000 + it)
+    summary = {"env_steps": stats.env_steps, "collect_s": collect_s,
+               "mean_return": float(np.mean(stats.returns)) if stats.returns else None}
+    return model, learner, summary, metrics, eps
+
+
+class _PPOStream:
+    """PPO's side of `run`: one pool whose episodes carry on across iterations; each iteration
+    plays ``steps_per_iteration`` env steps with the current policy and trains on them."""
+
+    def __init__(self, cfg: RunConfig, spec: EnvSpec, data_dir: Path, it: int, model):
+        self.cfg, self.spec = cfg, spec
+        seed = cfg.seed * 1000 + it * 10  # a resumed run starts new streams
+        context = cfg.model.context if cfg.model.model == "gpt" else 1
+        producer = {"policy": "ppo-sample", "first_iteration": it,
+                    "note": "uniform random in iteration 1, then the policy as it trains"}
+        self.collector = Collector(spec, data_dir, CollectConfig(num_envs=cfg.num_envs, seed=seed),
+                                   producer=producer, append=data_dir.exists(), trace_context=context)
+        self.seed = seed
+        self.policy = None if model is None else self._policy(model)
+
+    def _policy(self, model) -> ModelPolicy:
+        return ModelPolicy(model, self.cfg.num_envs, "sample", algo="ppo", seed=self.seed)
+
+    def iteration(self, it: int, learner, log):
+        cfg, t0 = self.cfg, time.perf_counter()
+        returns_before = len(self.collector.finished_returns)
+        steps_before = self.collector.stats.env_steps
+        policy = self.policy or RandomPolicy(self.spec.num_actions, self.seed, record_logp=True)
+        trace = self.collector.play(policy, env_steps=cfg.steps_per_iteration)
+        data, learn = rollout_transitions(trace)
+        model = self.policy.model if self.policy is not None else None
+        if model is None:
+            model = new_model(self.spec, cfg.model, data, cfg.seed)
+            learner = new_learner(model, cfg)
+            self.policy = self._policy(model)
+            log(f"{cfg.model.model}: {model.num_params():,} parameters")
+        collect_s = time.perf_counter() - t0
+        metrics = train_ppo(model, data, cfg.ppo, learner.optimizer, seed=cfg.seed * 1000 + it, learn=learn)
+        learner.updates += metrics["charts/updates"]
+        returns = self.collector.finished_returns[returns_before:]
+        summary = {"env_steps": self.collector.stats.env_steps - steps_before, "collect_s": collect_s,
+                   "mean_return": float(np.mean(returns)) if returns else None}
+        return model, learner, summary, metrics
+
+
+def _evaluate_and_save(cfg: RunConfig, spec: EnvSpec, run_dir: Path, it: int, state: dict[str, Any],
+                       model, learner) -> dict[str, Any]:
+    record = run_dir / "evals" / f"iter-{it:03d}"
+    shutil.rmtree(record, ignore_errors=True)  # left by a crash inside this iteration
+    record.parent.mkdir(exist_ok=True)
+    report = evaluate(model, spec, cfg.algo, episodes=cfg.eval_episodes, mode=cfg.eval_mode,
+                      seed=10_000_000 + cfg.seed * 1000 + it, record=record)
+    write_report(report, run_dir / "reports" / f"iter-{it:03d}.json")
+    ckpt_dir = run_dir / "checkpoints" / f"iter-{it:03d}"
+    checkpoint.save(ckpt_dir, model, spec, cfg.algo, optimizer=learner.optimizer,
+                    counters={"iteration": it, "env_steps": state["env_steps"], "updates": learner.updates},
+                    train_config=cfg.to_json())
+    if state["best"] is None or report["mean_return"] > state["best"]["mean_return"]:
+        state["best"] = {"iteration": it, **report, "run_env_steps": state["env_steps"]}
+        _copy_dir(ckpt_dir, run_dir / "checkpoints" / "best")
+    return report
 
 
 def _rows(data_dir: Path) -> int:
@@ -271,6 +378,9 @@ def plot_curve(run_dir: Path) -> Path | None:
     if not path.exists():
         return None
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("eval/mean_return") is not None]
+    if not rows:
+        return None
     x = [r["env_steps"] for r in rows]
     y = np.array([r["eval/mean_return"] for r in rows])
     s = np.array([r["eval/std_return"] for r in rows])

@@ -31,8 +31,8 @@ class CollectConfig:
     episodes_per_env: int | None = None  # or once every env has finished this many (unbiased eval)
 
     def validate(self) -> None:
-        if sum(x is not None for x in (self.steps, self.episodes, self.episodes_per_env)) != 1:
-            raise UsageError("give exactly one of --steps or --episodes")
+        if sum(x is not None for x in (self.steps, self.episodes, self.episodes_per_env)) > 1:
+            raise UsageError("give only one of --steps or --episodes")
         for name in ("steps", "episodes", "num_envs", "batch_size", "shard_rows", "episodes_per_env"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -156,6 +156,186 @@ class StepLog:
 ProgressFn = Callable[[CollectStats], None]
 
 
+@dataclass
+class Trace:
+    """Every step of a sync pool during one ``Collector.play``, time-major: T entries x N envs.
+
+    Entry t holds what EnvPool returned (obs, and the reward / end flags / elapsed_step of the
+    step that led to it) and the action the policy then took. The first ``prefix`` entries were
+    acted on in earlier calls (context for sequence models); the last entry is not acted on yet.
+    """
+
+    obs: np.ndarray  # (T, N, D)
+    reward: np.ndarray  # (T, N)
+    terminated: np.ndarray  # (T, N)
+    truncated: np.ndarray  # (T, N)
+    elapsed: np.ndarray  # (T, N)
+    action: np.ndarray  # (T, N), meaningless on the last entry
+    logp: np.ndarray  # (T, N)
+    prefix: int
+
+
+class Collector:
+    """An EnvPool pool and the dataset it feeds, kept alive across ``play`` calls.
+
+    Episodes carry on from one call to the next, so PPO can train on fixed-length rollouts
+    while the dataset still receives only whole episodes. ``collect`` is one call of it.
+    """
+
+    def __init__(self, spec: EnvSpec, out: Path, cfg: CollectConfig, *, producer: dict,
+                 append: bool = False, progress: ProgressFn | None = None, trace_context: int = 0,
+                 cut_entries: int = 1 << 16, cut_every_s: float = 0.5):
+        cfg.validate()
+        self.spec, self.cfg, self.progress = spec, cfg, progress
+        self.cut_entries, self.cut_every_s = cut_entries, cut_every_s
+        self.batch_size = cfg.batch_size or cfg.num_envs
+        self.sync = self.batch_size == cfg.num_envs
+        if trace_context and not self.sync:
+            raise ValueError("traces need a sync pool")
+        self.writer = open_for_append(Path(out), spec, seed=cfg.seed, num_envs=cfg.num_envs,
+                                      batch_size=self.batch_size, producer=producer,
+                                      shard_rows=cfg.shard_rows, append=append)
+        self.segment = self.writer.manifest["segments"][-1]
+        self.stats = CollectStats(dataset_rows=self.writer.rows, dataset_episodes=self.writer.episodes)
+        self.pool = None
+        self.log = StepLog(spec.obs_dim, spec.obs_dtype, capacity=max(1 << 16, 4 * cfg.num_envs))
+        self.trace_context = trace_context
+        self.trace: list[dict[str, np.ndarray]] = []
+        self.pending = None  # (obs, ids, first, at): the newest entries, not acted on yet
+        self.result = None  # sync: what the last pool.step returned
+        self.done_rows = self.done_episodes = 0  # counted as episodes end, before they are cut
+        self.carried = 0  # log entries kept by the last cut
+        self.running_return = np.zeros(cfg.num_envs, np.float64)
+        self.finished_returns: list[float] = []  # every episode that ended, as it ended
+        self.start = self.last_cut = time.perf_counter()
+        self.quota = self.ended_per_env = None
+        if cfg.episodes_per_env is not None:
+            self.quota = np.full(cfg.num_envs, cfg.episodes_per_env, np.int64)
+            self.ended_per_env = np.zeros(cfg.num_envs, np.int64)
+
+    def _cut(self, max_episodes: int | None = None) -> None:
+        batch = self.log.cut(max_episodes, self.quota)
+        batch.env_index += self.segment["env_index_offset"]
+        self.writer.add(batch)
+        stats = self.stats
+        stats.rows += batch.rows
+        stats.episodes += batch.episodes
+        stats.returns.extend(batch.returns().tolist())
+        stats.lengths.extend(batch.lengths.tolist())
+        self.segment["env_steps"] = stats.env_steps
+        stats.wall_s = time.perf_counter() - self.start
+        if self.progress is not None:
+            self.progress(stats)
+        self.carried, self.last_cut = self.log.size, time.perf_counter()
+
+    def _receive(self) -> None:
+        """Take EnvPool's next batch into the log (and the trace); it becomes ``pending``."""
+        if self.pool is None:
+            self.pool = make_pool(self.spec, self.cfg.num_envs, self.segment["seed"], self.batch_size)
+            if self.sync:
+                obs, info = self.pool.reset()
+                n = self.cfg.num_envs
+                self.result = (obs, np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool), info)
+            else:
+                self.pool.async_reset()
+        obs, reward, terminated, truncated, info = self.result if self.sync else self.pool.recv()
+        ids, elapsed = info["env_id"], info["elapsed_step"]
+        obs = observe(self.spec, obs, info)
+        at = self.log.add(ids, obs, reward, terminated, truncated, elapsed)
+        self.stats.env_steps += len(ids) - int(np.count_nonzero(elapsed == 0))
+        if self.trace_context:
+            self.trace.append({"obs": obs.copy(), "reward": reward, "terminated": terminated,
+                               "truncated": truncated, "elapsed": elapsed})
+        ends = (terminated | truncated) & (elapsed > 0)
+        self.running_return[ids] += np.where(elapsed > 0, reward, 0.0)
+        if ends.any():
+            self.finished_returns.extend(self.running_return[ids[ends]].tolist())
+            self.running_return[ids[ends]] = 0.0
+            self.done_episodes += int(np.count_nonzero(ends))
+            self.done_rows += int(elapsed[ends].sum())  # an episode's length is its last elapsed_step
+            if self.quota is not None:
+                self.ended_per_env[ids[ends]] += 1
+        self.pending = (obs, ids, elapsed == 0, at)
+
+    def play(self, policy: Policy, *, env_steps: int | None = None) -> Trace | None:
+        """Step until this call took ``env_steps`` transitions, or until the config's target
+        (rows, episodes, episodes per env) is in the dataset. Returns the trace if kept."""
+        cfg, stats = self.cfg, self.stats
+        want_rows = None if cfg.steps is None else cfg.steps - self.stats.dataset_rows
+        want_episodes = None if cfg.episodes is None else cfg.episodes - self.stats.dataset_episodes
+        stop_at_steps = None if env_steps is None else stats.env_steps + env_steps
+        if stop_at_steps is None and any(w is not None and w <= 0 for w in (want_rows, want_episodes)):
+            return None  # the dataset already holds the target (a finished --resume)
+        if self.trace_context:
+            self.trace = self.trace[-self.trace_context:]
+        prefix = max(len(self.trace) - 1, 0)
+        while True:
+            if self.pending is None:
+                self._receive()
+            if stop_at_steps is not None:
+                if stats.env_steps >= stop_at_steps:
+                    break
+            elif self.quota is not None:
+                if (self.ended_per_env >= cfg.episodes_per_env).all():
+                    self._cut()
+                    break
+            elif want_episodes is not None:
+                if self.done_episodes >= want_episodes:
+                    self._cut(max_episodes=want_episodes - stats.episodes)
+                    break
+            elif want_rows is None or self.done_rows >= want_rows:
+                self._cut()
+                break
+            obs, ids, first, at = self.pending
+            action, logp, value = policy.act(obs, ids, first)
+            self.log.acted(at, action, logp, value)
+            if self.trace_context:
+                self.trace[-1]["action"] = action
+                self.trace[-1]["logp"] = logp if logp is not None else np.full(len(ids), np.nan, np.float32)
+            if self.sync:
+                self.result = self.pool.step(action)
+            else:
+                self.pool.send(action, ids)
+            self.pending = None
+            # cut when enough new entries arrived (unfinished episodes stay in the log); near a
+            # shard's end, cut once the rows it still needs could be there, so shards hold about
+            # shard_rows rows (not up to twice that)
+            need = max(cfg.shard_rows - self.writer.buffered_rows, cfg.num_envs)
+            if (self.log.size >= self.carried + min(self.cut_entries, need)
+                    or time.perf_counter() - self.last_cut > self.cut_every_s):
+                self._cut()
+        stats.wall_s = time.perf_counter() - self.start
+        if not self.trace_context:
+            return None
+        t = self.trace
+        n = len(t[-1]["elapsed"])
+        last = {"action": np.zeros(n, np.int32), "logp": np.full(n, np.nan, np.float32)}
+        return Trace(**{k: np.stack([e.get(k, last.get(k)) for e in t]) for k in
+                        ("obs", "reward", "terminated", "truncated", "elapsed", "action", "logp")},
+                     prefix=prefix)
+
+    def flush(self) -> None:
+        """Write the episodes cut so far as a shard now (the log is not cut here: the entries
+        of the batch waiting for an action must stay where they are)."""
+        self.writer.flush(wait=True)
+
+    def close(self) -> CollectStats:
+        """Flush finished episodes; unfinished ones are dropped (never half-written)."""
+        try:
+            self._cut()
+            self.writer.close()
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+                self.pool = None
+        stats = self.stats
+        stats.wall_s = time.perf_counter() - self.start
+        stats.dataset_rows, stats.dataset_episodes = self.writer.rows, self.writer.episodes
+        if self.progress is not None:
+            self.progress(stats)
+        return stats
+
+
 def collect(
     spec: EnvSpec,
     out: Path,
@@ -172,96 +352,16 @@ def collect(
     With ``append`` the targets count what the dataset already holds (that is ``--resume``);
     new streams continue after the dataset's last env index.
     """
-    cfg.validate()
-    batch_size = cfg.batch_size or cfg.num_envs
-    writer = open_for_append(
-        Path(out),
-        spec,
-        seed=cfg.seed,
-        num_envs=cfg.num_envs,
-        batch_size=batch_size,
-        producer=policy.describe(),
-        shard_rows=cfg.shard_rows,
-        append=append,
-    )
-    segment = writer.manifest["segments"][-1]
-    stats = CollectStats(dataset_rows=writer.rows, dataset_episodes=writer.episodes)
-    want_rows = None if cfg.steps is None else cfg.steps - writer.rows
-    want_episodes = None if cfg.episodes is None else cfg.episodes - writer.episodes
-    if (want_rows is not None and want_rows <= 0) or (want_episodes is not None and want_episodes <= 0):
-        writer.close()
-        return stats
-
-    pool = make_pool(spec, cfg.num_envs, segment["seed"], batch_size)
-    log = StepLog(spec.obs_dim, spec.obs_dtype, capacity=max(1 << 16, 4 * cfg.num_envs))
-    offset = segment["env_index_offset"]
-    sync = batch_size == cfg.num_envs
-    done_rows = done_episodes = 0  # counted as episodes end, before they are cut
-    carried = 0  # log entries kept by the last cut
-    start = last_cut = time.perf_counter()
-
-    quota = None
-    if cfg.episodes_per_env is not None:
-        quota = np.full(cfg.num_envs, cfg.episodes_per_env, np.int64)
-        ended_per_env = np.zeros(cfg.num_envs, np.int64)
-
-    def cut(max_episodes: int | None = None) -> None:
-        batch = log.cut(max_episodes, quota)
-        batch.env_index += offset
-        writer.add(batch)
-        stats.rows += batch.rows
-        stats.episodes += batch.episodes
-        stats.returns.extend(batch.returns().tolist())
-        stats.lengths.extend(batch.lengths.tolist())
-        segment["env_steps"] = stats.env_steps
-        stats.wall_s = time.perf_counter() - start
-        if progress is not None:
-            progress(stats)
-
-    if sync:
-        obs, info = pool.reset()
-        reward = np.zeros(cfg.num_envs, np.float32)
-        terminated = truncated = np.zeros(cfg.num_envs, bool)
-    else:
-        pool.async_reset()
-    with writer:
-        while True:
-            if not sync:
-                obs, reward, terminated, truncated, info = pool.recv()
-            ids, elapsed = info["env_id"], info["elapsed_step"]
-            obs = observe(spec, obs, info)
-            at = log.add(ids, obs, reward, terminated, truncated, elapsed)
-            stats.env_steps += len(ids) - int(np.count_nonzero(elapsed == 0))
-            ends = (terminated | truncated) & (elapsed > 0)
-            if ends.any():
-                done_episodes += int(np.count_nonzero(ends))
-                done_rows += int(elapsed[ends].sum())  # an episode's length is its last elapsed_step
-                if quota is not None:
-                    ended_per_env[ids[ends]] += 1
-                    if (ended_per_env >= cfg.episodes_per_env).all():
-                        cut()
-                        break
-            if want_episodes is not None and done_episodes >= want_episodes:
-                cut(max_episodes=want_episodes - stats.episodes)
-                break
-            if want_rows is not None and done_rows >= want_rows:
-                cut()
-                break
-            action, logp, value = policy.act(obs, ids, elapsed == 0)
-            log.acted(at, action, logp, value)
-            if sync:
-                obs, reward, terminated, truncated, info = pool.step(action)
-            else:
-                pool.send(action, ids)
-            # cut when enough new entries arrived (unfinished episodes stay in the log); near a
-            # shard's end, cut once the rows it still needs could be there, so shards hold about
-            # shard_rows rows (not up to twice that)
-            need = max(cfg.shard_rows - writer.buffered_rows, cfg.num_envs)
-            if log.size >= carried + min(cut_entries, need) or time.perf_counter() - last_cut > cut_every_s:
-                cut()
-                carried, last_cut = log.size, time.perf_counter()
-    stats.wall_s = time.perf_counter() - start
-    stats.dataset_rows, stats.dataset_episodes = writer.rows, writer.episodes
-    if progress is not None:
-        progress(stats)
-    return stats
+    if cfg.steps is None and cfg.episodes is None and cfg.episodes_per_env is None:
+        raise UsageError("give one of --steps or --episodes")
+    collector = Collector(spec, out, cfg, producer=policy.describe(), append=append, progress=progress,
+                          cut_entries=cut_entries, cut_every_s=cut_every_s)
+    try:
+        collector.play(policy)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            collector.close()
+        else:
+            collector.writer._pool.shutdown(wait=True)
+        raise
+    return collector.close()

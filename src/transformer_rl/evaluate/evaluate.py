@@ -1,4 +1,4 @@
-"""Greedy evaluation through EnvPool: report.json, the episodes as a dataset, a GIF.
+"""Evaluation through EnvPool: report.json, the episodes as a dataset, a GIF.
 
 Each of N envs plays exactly one episode (taking the first N episodes to finish would favour
 short ones). The rollouts go through the same collector as `trl collect`, so a recording
@@ -33,15 +33,21 @@ def evaluate(
     record: Path | None = None,
     gif: Path | None = None,
     producer: dict[str, Any] | None = None,
+    mode: str = "greedy",
 ) -> dict[str, Any]:
-    """Play ``episodes`` greedy episodes; return the report (and write the recording / GIF)."""
+    """Play ``episodes`` episodes, greedy or (PPO) sampled from the policy; return the report
+    (and write the recording / GIF)."""
+    if mode not in ("greedy", "sample"):
+        raise UsageError(f"unknown --mode {mode!r}: use greedy or sample")
+    if mode == "sample" and algo != "ppo":
+        raise UsageError("--mode sample needs a policy; this is a DQN checkpoint: use greedy")
     if episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {episodes}")
     if record is not None and Path(record).exists():
         raise UsageError(f"--record {record} already exists; choose a new directory")
     if gif is not None and not Path(gif).parent.exists():
         raise UsageError(f"--gif {gif}: directory {Path(gif).parent} does not exist")
-    policy = ModelPolicy(model, episodes, "greedy", algo=algo, seed=seed, describe=producer)
+    policy = ModelPolicy(model, episodes, mode, algo=algo, seed=seed, describe=producer)
     cfg = CollectConfig(episodes_per_env=1, num_envs=episodes, seed=seed)
     tmp = None
     out = Path(record) if record is not None else None
@@ -72,6 +78,7 @@ def evaluate(
         "env_steps": stats.env_steps,
         "wall_s": round(wall, 3),
         "seed": seed,
+        "mode": mode,
         "recorded": str(record) if record is not None else None,
     }
 

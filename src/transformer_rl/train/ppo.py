@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from transformer_rl.collect.rollout import Trace
 from transformer_rl.datasets.reader import Transitions
 from transformer_rl.train.sequences import Sequences, build_sequences, to_tensor
 
@@ -28,7 +29,7 @@ class PPOConfig:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
-    reward_scale: float = 1.0  # rewards are multiplied by this in training only
+    reward_clip: bool | None = None  # train on sign(reward) (Atari); evaluation reports the real score
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -50,6 +51,60 @@ def gae(reward: np.ndarray, value: np.ndarray, next_value: np.ndarray, terminate
         running = delta[t] + gamma * lam * running
         adv[t] = running
     return adv.astype(np.float32)
+
+
+def rollout_transitions(trace: Trace) -> tuple[Transitions, np.ndarray]:
+    """A rollout as Transitions of episode fragments, and which rows to learn from.
+
+    Per env, entry t and t+1 form a transition when entry t+1 is not an autoreset. A fragment
+    (a run of transitions) ends where its episode ends (final_obs = the final observation) or
+    where the rollout ends (final_obs = the observation not acted on yet; never terminated, so
+    GAE bootstraps from it). Rows acted on in earlier rollouts are context, not learned from.
+    """
+    t_len, n_envs = trace.elapsed.shape
+    parts = []
+    for env in range(n_envs):
+        src = np.flatnonzero(trace.elapsed[1:, env] > 0)  # entry -> next entry is a transition
+        if not len(src):
+            continue
+        new_fragment = np.ones(len(src), bool)
+        new_fragment[1:] = np.diff(src) != 1
+        starts = np.flatnonzero(new_fragment)
+        lengths = np.diff(np.append(starts, len(src)))
+        last = src[starts + lengths - 1] + 1  # the entry after each fragment's last row
+        parts.append((env, src, lengths, last))
+    src_t = np.concatenate([p[1] for p in parts])
+    src_env = np.concatenate([np.full(len(p[1]), p[0]) for p in parts])
+    lengths = np.concatenate([p[2] for p in parts])
+    last_t = np.concatenate([p[3] for p in parts])
+    last_env = np.concatenate([np.full(len(p[2]), p[0]) for p in parts])
+    keep = last_t - 1 >= trace.prefix  # fragments with at least one row acted on in this rollout
+    row_keep = np.repeat(keep, lengths)
+    src_t, src_env, lengths = src_t[row_keep], src_env[row_keep], lengths[keep]
+    last_t, last_env = last_t[keep], last_env[keep]
+    episode_rows = np.concatenate([[0], np.cumsum(lengths)])
+    n = len(src_t)
+    is_last = np.zeros(n, bool)
+    is_last[episode_rows[1:] - 1] = True
+    terminated = np.zeros(n, bool)
+    terminated[is_last] = trace.terminated[last_t, last_env]
+    data = Transitions(
+        obs=trace.obs[src_t, src_env],
+        action=trace.action[src_t, src_env].astype(np.int64),
+        reward=trace.reward[src_t + 1, src_env],
+        terminated=terminated,
+        truncated=is_last & ~terminated,  # by the time limit or by the rollout's end: bootstrap
+        episode_id=np.repeat(np.arange(len(lengths)), lengths),
+        env_index=src_env.astype(np.int32),
+        step=trace.elapsed[src_t, src_env].astype(np.int32),
+        logp=trace.logp[src_t, src_env],
+        value=np.full(n, np.nan, np.float32),
+        episode_start=np.repeat(episode_rows[:-1], lengths),
+        final_obs=trace.obs[last_t, last_env],
+        episode_rows=episode_rows,
+        manifest={},
+    )
+    return data, src_t >= trace.prefix
 
 
 @torch.no_grad()
@@ -90,9 +145,11 @@ def ppo_loss(model, batch: dict[str, torch.Tensor], cfg: PPOConfig):
 
 
 def train_ppo(model, data: Transitions, cfg: PPOConfig, optimizer: torch.optim.Optimizer,
-              *, seed: int = 0) -> dict[str, float]:
-    """Several epochs over one iteration's rollouts; every row is a loss position once per epoch."""
-    if np.isnan(data.logp).any():
+              *, seed: int = 0, learn: np.ndarray | None = None) -> dict[str, float]:
+    """Several epochs over one iteration's rollouts; every row (of ``learn``, if given; other
+    rows are context) is a loss position once per epoch."""
+    learn = np.ones(len(data), bool) if learn is None else learn
+    if np.isnan(data.logp[learn]).any():
         raise ValueError("PPO needs the behaviour policy's logp in the dataset (collect with it)")
     device = next(model.parameters()).device
     k = model.config.context
@@ -100,13 +157,14 @@ def train_ppo(model, data: Transitions, cfg: PPOConfig, optimizer: torch.optim.O
     model.eval()
     values = step_values(model, seq)
     value, next_value = values[seq.step_of_row], values[seq.step_of_row + 1]
-    adv = gae(data.reward * cfg.reward_scale, value, next_value, data.terminated, data.episode_rows,
+    reward = np.sign(data.reward) if cfg.reward_clip else data.reward
+    adv = gae(reward, value, next_value, data.terminated, data.episode_rows,
               cfg.gamma, cfg.gae_lambda)
     ret = adv + value
     # non-overlapping windows: rows j // K == c of each episode form chunk c
     last_row = np.zeros(len(data), bool)
     last_row[data.episode_rows[1:] - 1] = True
-    ends = np.flatnonzero(((data.step + 1) % k == 0) | last_row)
+    ends = np.flatnonzero((((data.step + 1) % k == 0) | last_row) & learn)
     rng = np.random.default_rng(seed)
     model.train()
     logs: list[dict[str, float]] = []
@@ -122,7 +180,7 @@ def train_ppo(model, data: Transitions, cfg: PPOConfig, optimizer: torch.optim.O
                 "obs": to_tensor(seq.obs[index], device),
                 "prev_action": to_tensor(seq.prev_action[index], device),
                 "mask": to_tensor(mask, device),
-                "loss_mask": to_tensor(is_row & same_chunk, device),
+                "loss_mask": to_tensor(is_row & same_chunk & learn[row], device),
                 "action": to_tensor(data.action[row], device),
                 "old_logp": to_tensor(data.logp[row], device),
                 "adv": to_tensor(adv[row], device),
@@ -135,8 +193,8 @@ def train_ppo(model, data: Transitions, cfg: PPOConfig, optimizer: torch.optim.O
             optimizer.step()
             logs.append(info)
     model.eval()
-    explained = 1 - np.var(ret - value) / (np.var(ret) + 1e-8)
+    explained = 1 - np.var((ret - value)[learn]) / (np.var(ret[learn]) + 1e-8)
     metrics = {key: float(np.mean([x[key] for x in logs])) for key in logs[0]}
     return {**metrics, "losses/explained_variance": float(explained),
-            "charts/train_s": time.perf_counter() - start, "charts/rows": len(data),
+            "charts/train_s": time.perf_counter() - start, "charts/rows": int(learn.sum()),
             "charts/updates": len(logs)}
