@@ -2,10 +2,10 @@ import json
 
 import numpy as np
 
+from transformer_rl.collect.rollout import Trace
 from transformer_rl.datasets import load
 from transformer_rl.datasets.checks import verify
 from transformer_rl.pipeline import RunConfig, run
-from transformer_rl.collect.rollout import Trace
 from transformer_rl.train.ppo import PPOConfig, gae, rollout_transitions
 
 
@@ -53,8 +53,9 @@ def test_rollout_fragments_by_hand():
     obs = np.arange(12, dtype=np.float32).reshape(6, 2, 1)  # obs[t, env] = 2 t + env
     trace = Trace(obs=obs, reward=np.ones((6, 2), np.float32), terminated=terminated,
                   truncated=np.zeros((6, 2), bool), elapsed=elapsed,
-                  action=np.ones((6, 2), np.int32), logp=np.full((6, 2), -0.5, np.float32), prefix=1)
-    data, learn = rollout_transitions(trace)
+                  action=np.ones((6, 2), np.int32), logp=np.full((6, 2), -0.5, np.float32), prefix=1,
+                  lives=np.array([[3, 5], [3, 5], [3, 5], [5, 4], [5, 4], [5, 4]]))  # env 1 loses one
+    data, learn, life_lost = rollout_transitions(trace)
     # env 0: fragment rows from entries 0, 1 (ends terminated, final obs = entry 2), then rows
     # from entries 3, 4 (cut by the rollout: final obs = entry 5); env 1: rows from entries 0..4
     assert data.episode_rows.tolist() == [0, 2, 4, 9]
@@ -64,3 +65,19 @@ def test_rollout_fragments_by_hand():
     assert data.truncated[[3, 8]].all() and data.truncated.sum() == 2  # rollout ends bootstrap
     assert data.step.tolist() == [4, 5, 0, 1, 7, 8, 9, 10, 11]
     assert learn.tolist() == [False, True, True, True, False, True, True, True, True]
+    # env 1's transition from entry 2 to 3 lost a life; env 0's new game (3 -> 5 lives) did not
+    assert np.flatnonzero(life_lost).tolist() == [6]
+
+
+def test_gae_stops_at_a_terminal_row_inside_an_episode():
+    # episodic life: a lost life inside one episode ends the return there (no bootstrap, no carry)
+    reward = np.array([1.0, 0.0, 2.0], np.float32)
+    value = np.array([0.5, 0.7, 1.0], np.float32)
+    next_value = np.array([0.7, 1.0, 4.0], np.float32)
+    terminal = np.array([False, True, False])
+    g, lam = 0.9, 0.5
+    adv = gae(reward, value, next_value, terminal, np.array([0, 3]), g, lam)
+    d2 = 2.0 + g * 4.0 - 1.0
+    d1 = 0.0 - 0.7
+    d0 = 1.0 + g * 0.7 - 0.5
+    assert np.allclose(adv, [d0 + g * lam * d1, d1, d2], atol=1e-6)

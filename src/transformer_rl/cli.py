@@ -323,8 +323,9 @@ def eval_command(
     record: Annotated[Path | None, typer.Option(help="Write the episodes as a dataset here.")] = None,
     gif: Annotated[Path | None, typer.Option(help="Write a GIF of the first episode here.")] = None,
     report: Annotated[Path | None, typer.Option(help="report.json path (default: <CKPT>/report.json).")] = None,
+    mode: Annotated[str, typer.Option(help="greedy, or sample from the policy (PPO checkpoints).")] = "greedy",
 ) -> None:
-    """Play a checkpoint greedily and write report.json.
+    """Play a checkpoint (greedily by default) and write report.json.
 
     Example: trl eval runs/default/checkpoints/best --episodes 100 --gif cartpole.gif
     """
@@ -333,7 +334,7 @@ def eval_command(
 
     loaded = checkpoint.load(ckpt)
     result = evaluate(loaded.model, loaded.spec, loaded.algo, episodes=episodes, seed=seed,
-                      record=record, gif=gif, producer={"checkpoint": str(ckpt)})
+                      record=record, gif=gif, producer={"checkpoint": str(ckpt)}, mode=mode)
     write_report(result, report or ckpt / "report.json")
     console.print(f"{result['episodes']} episodes: return {result['mean_return']:.1f} ± "
                   f"{result['std_return']:.1f} (min {result['min_return']:.0f}, max "

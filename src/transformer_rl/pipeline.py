@@ -133,9 +133,10 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("ppo", "classic"): dict(iterations=146, steps_per_iteration=1024, num_envs=8, eval_every=5,
                              eval_episodes=100, eval_mode="greedy"),
     # Breakout & co: 32 envs, sampled evaluation (a greedy policy can stall, never pressing FIRE
-    # to serve), clipped rewards in training; about 2M env steps
+    # to serve); in training only, clipped rewards and a lost life ends the return; ~2M env steps
     ("ppo", "atari"): dict(iterations=488, steps_per_iteration=4096, num_envs=32, eval_every=25,
-                           eval_episodes=16, eval_mode="sample", ppo=dict(reward_clip=True)),
+                           eval_episodes=16, eval_mode="sample",
+                           ppo=dict(reward_clip=True, episodic_life=True)),
 }
 
 
@@ -310,7 +311,7 @@ class _PPOStream:
         steps_before = self.collector.stats.env_steps
         policy = self.policy or RandomPolicy(self.spec.num_actions, self.seed, record_logp=True)
         trace = self.collector.play(policy, env_steps=cfg.steps_per_iteration)
-        data, learn = rollout_transitions(trace)
+        data, learn, life_lost = rollout_transitions(trace)
         model = self.policy.model if self.policy is not None else None
         if model is None:
             model = new_model(self.spec, cfg.model, data, cfg.seed)
@@ -318,7 +319,8 @@ class _PPOStream:
             self.policy = self._policy(model)
             log(f"{cfg.model.model}: {model.num_params():,} parameters")
         collect_s = time.perf_counter() - t0
-        metrics = train_ppo(model, data, cfg.ppo, learner.optimizer, seed=cfg.seed * 1000 + it, learn=learn)
+        metrics = train_ppo(model, data, cfg.ppo, learner.optimizer, seed=cfg.seed * 1000 + it,
+                            learn=learn, life_lost=life_lost)
         learner.updates += metrics["charts/updates"]
         returns = self.collector.finished_returns[returns_before:]
         summary = {"env_steps": self.collector.stats.env_steps - steps_before, "collect_s": collect_s,

@@ -173,6 +173,7 @@ class Trace:
     action: np.ndarray  # (T, N), meaningless on the last entry
     logp: np.ndarray  # (T, N)
     prefix: int
+    lives: np.ndarray | None = None  # (T, N) lives left (Atari), else None
 
 
 class Collector:
@@ -245,7 +246,7 @@ class Collector:
         self.stats.env_steps += len(ids) - int(np.count_nonzero(elapsed == 0))
         if self.trace_context:
             self.trace.append({"obs": obs.copy(), "reward": reward, "terminated": terminated,
-                               "truncated": truncated, "elapsed": elapsed})
+                               "truncated": truncated, "elapsed": elapsed, "lives": info.get("lives")})
         ends = (terminated | truncated) & (elapsed > 0)
         self.running_return[ids] += np.where(elapsed > 0, reward, 0.0)
         if ends.any():
@@ -310,9 +311,10 @@ class Collector:
         t = self.trace
         n = len(t[-1]["elapsed"])
         last = {"action": np.zeros(n, np.int32), "logp": np.full(n, np.nan, np.float32)}
+        lives = np.stack([e["lives"] for e in t]) if t[0]["lives"] is not None else None
         return Trace(**{k: np.stack([e.get(k, last.get(k)) for e in t]) for k in
                         ("obs", "reward", "terminated", "truncated", "elapsed", "action", "logp")},
-                     prefix=prefix)
+                     prefix=prefix, lives=lives)
 
     def flush(self) -> None:
         """Write the episodes cut so far as a shard now (the log is not cut here: the entries

@@ -30,6 +30,7 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     reward_clip: bool | None = None  # train on sign(reward) (Atari); evaluation reports the real score
+    episodic_life: bool | None = None  # a lost life ends the return in training (Atari); play goes on
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -38,11 +39,12 @@ class PPOConfig:
 def gae(reward: np.ndarray, value: np.ndarray, next_value: np.ndarray, terminated: np.ndarray,
         episode_rows: np.ndarray, gamma: float, lam: float) -> np.ndarray:
     """Advantages per row. delta_t = r_t + gamma V(s_{t+1}) [not terminated_t] - V(s_t);
-    A_t = delta_t + gamma lambda A_{t+1} within the episode, A = 0 after its last row.
-    ``next_value[t]`` is V of the next step (the final observation's value on last rows)."""
+    A_t = delta_t + gamma lambda A_{t+1} within the episode, A = 0 after its last row and after
+    any terminated row. ``next_value[t]`` is V of the next step (the final observation's value
+    on last rows)."""
     delta = reward + gamma * next_value * (~terminated) - value
     adv = np.zeros(len(reward), np.float64)
-    last = np.zeros(len(reward), bool)
+    last = terminated.copy()
     last[episode_rows[1:] - 1] = True
     running = 0.0
     for t in range(len(reward) - 1, -1, -1):
@@ -53,8 +55,9 @@ def gae(reward: np.ndarray, value: np.ndarray, next_value: np.ndarray, terminate
     return adv.astype(np.float32)
 
 
-def rollout_transitions(trace: Trace) -> tuple[Transitions, np.ndarray]:
-    """A rollout as Transitions of episode fragments, and which rows to learn from.
+def rollout_transitions(trace: Trace) -> tuple[Transitions, np.ndarray, np.ndarray]:
+    """A rollout as Transitions of episode fragments, which rows to learn from, and which rows
+    lost a life (Atari; all False otherwise).
 
     Per env, entry t and t+1 form a transition when entry t+1 is not an autoreset. A fragment
     (a run of transitions) ends where its episode ends (final_obs = the final observation) or
@@ -104,7 +107,10 @@ def rollout_transitions(trace: Trace) -> tuple[Transitions, np.ndarray]:
         episode_rows=episode_rows,
         manifest={},
     )
-    return data, src_t >= trace.prefix
+    life_lost = np.zeros(n, bool)
+    if trace.lives is not None:
+        life_lost = trace.lives[src_t + 1, src_env] < trace.lives[src_t, src_env]
+    return data, src_t >= trace.prefix, life_lost
 
 
 @torch.no_grad()
@@ -145,9 +151,11 @@ def ppo_loss(model, batch: dict[str, torch.Tensor], cfg: PPOConfig):
 
 
 def train_ppo(model, data: Transitions, cfg: PPOConfig, optimizer: torch.optim.Optimizer,
-              *, seed: int = 0, learn: np.ndarray | None = None) -> dict[str, float]:
+              *, seed: int = 0, learn: np.ndarray | None = None,
+              life_lost: np.ndarray | None = None) -> dict[str, float]:
     """Several epochs over one iteration's rollouts; every row (of ``learn``, if given; other
-    rows are context) is a loss position once per epoch."""
+    rows are context) is a loss position once per epoch. With ``cfg.episodic_life``, rows that
+    lost a life count as terminal for the returns."""
     learn = np.ones(len(data), bool) if learn is None else learn
     if np.isnan(data.logp[learn]).any():
         raise ValueError("PPO needs the behaviour policy's logp in the dataset (collect with it)")
@@ -158,7 +166,8 @@ def train_ppo(model, data: Transitions, cfg: PPOConfig, optimizer: torch.optim.O
     values = step_values(model, seq)
     value, next_value = values[seq.step_of_row], values[seq.step_of_row + 1]
     reward = np.sign(data.reward) if cfg.reward_clip else data.reward
-    adv = gae(reward, value, next_value, data.terminated, data.episode_rows,
+    terminal = data.terminated | (life_lost if cfg.episodic_life and life_lost is not None else False)
+    adv = gae(reward, value, next_value, terminal, data.episode_rows,
               cfg.gamma, cfg.gae_lambda)
     ret = adv + value
     # non-overlapping windows: rows j // K == c of each episode form chunk c
