@@ -243,20 +243,25 @@ class Collector:
         ids, elapsed = info["env_id"], info["elapsed_step"]
         obs = observe(self.spec, obs, info)
         at = self.log.add(ids, obs, reward, terminated, truncated, elapsed)
-        self.stats.env_steps += len(ids) - int(np.count_nonzero(elapsed == 0))
+        first = elapsed == 0  # autoreset entries: not transitions, reward 0
+        self.stats.env_steps += len(ids) - int(np.count_nonzero(first))
         if self.trace_context:
             self.trace.append({"obs": obs.copy(), "reward": reward, "terminated": terminated,
                                "truncated": truncated, "elapsed": elapsed, "lives": info.get("lives")})
-        ends = (terminated | truncated) & (elapsed > 0)
-        self.running_return[ids] += np.where(elapsed > 0, reward, 0.0)
+        if self.sync:  # ids are 0..N-1 in order
+            self.running_return += reward
+        else:
+            self.running_return[ids] += reward
+        ends = terminated | truncated
         if ends.any():
+            ends &= ~first
             self.finished_returns.extend(self.running_return[ids[ends]].tolist())
             self.running_return[ids[ends]] = 0.0
             self.done_episodes += int(np.count_nonzero(ends))
             self.done_rows += int(elapsed[ends].sum())  # an episode's length is its last elapsed_step
             if self.quota is not None:
                 self.ended_per_env[ids[ends]] += 1
-        self.pending = (obs, ids, elapsed == 0, at)
+        self.pending = (obs, ids, first, at)
 
     def play(self, policy: Policy, *, env_steps: int | None = None) -> Trace | None:
         """Step until this call took ``env_steps`` transitions, or until the config's target
