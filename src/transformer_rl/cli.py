@@ -249,7 +249,8 @@ EmbdOpt = Annotated[int, typer.Option(help="GPT embedding width.", rich_help_pan
 HiddenOpt = Annotated[int, typer.Option(help="MLP hidden width.", rich_help_panel=MODEL_PANEL)]
 UpdatesOpt = Annotated[int, typer.Option(help="Gradient steps (per iteration for `run`).",
                                          rich_help_panel=TRAIN_PANEL)]
-BatchOpt = Annotated[int | None, typer.Option("--batch", help="Windows per gradient step (default: DQN 64, PPO 16).",
+BatchOpt = Annotated[int | None, typer.Option("--batch", help="Per gradient step: windows (DQN, default 64) "
+                                              "or rows, each with its window (PPO, default 128).",
                                               rich_help_panel=TRAIN_PANEL)]
 LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate (default: DQN 5e-4, PPO 2.5e-4).",
                                              rich_help_panel=TRAIN_PANEL)]
@@ -403,7 +404,7 @@ def run_command(
                         n_embd=n_embd, hidden=hidden),
         dqn=DQNConfig(updates=updates, batch_size=batch or DQNConfig.batch_size, lr=lr or DQNConfig.lr,
                       gamma=gamma, n_step=n_step, replay_rows=replay_rows),
-        ppo=PPOConfig(epochs=epochs, minibatch_windows=batch or PPOConfig.minibatch_windows,
+        ppo=PPOConfig(epochs=epochs, minibatch_rows=batch or PPOConfig.minibatch_rows,
                       lr=lr or PPOConfig.lr, gamma=gamma, gae_lambda=gae_lambda, clip=clip, ent_coef=ent_coef),
     )
     report = run(cfg, log=console.print)

@@ -294,7 +294,9 @@ class _PPOStream:
     def __init__(self, cfg: RunConfig, spec: EnvSpec, data_dir: Path, it: int, model):
         self.cfg, self.spec = cfg, spec
         seed = cfg.seed * 1000 + it * 10  # a resumed run starts new streams
-        context = cfg.model.context if cfg.model.model == "gpt" else 1
+        # the K steps before a rollout's first row, and one more so that the first of them
+        # has its previous action: every learned row then sees the window it acted on
+        context = (cfg.model.context if cfg.model.model == "gpt" else 1) + 1
         producer = {"policy": "ppo-sample", "first_iteration": it,
                     "note": "uniform random in iteration 1, then the policy as it trains"}
         self.collector = Collector(spec, data_dir, CollectConfig(num_envs=cfg.num_envs, seed=seed),

@@ -1,5 +1,10 @@
 """PPO over K-step windows: GAE(lambda) per episode, clipped surrogate, value loss, entropy bonus,
-advantage normalisation, minibatches of windows, several epochs.
+advantage normalisation, minibatches of rows, several epochs.
+
+Each row is learned at the last position of the K-step window ending at it, which is exactly
+what the policy saw when it acted, so the probability ratios start at 1. (Learning every
+position of a window would train shorter contexts than the policy acts with, and the ratios
+would compare two different policies.)
 
 The dataset holds whole episodes and each episode's final observation, so GAE bootstraps from
 V(final_obs) at truncation and never at termination.
@@ -21,7 +26,7 @@ from transformer_rl.train.sequences import Sequences, build_sequences, to_tensor
 @dataclass
 class PPOConfig:
     epochs: int = 4  # passes over each iteration's rollouts
-    minibatch_windows: int = 16  # windows of K steps per gradient step
+    minibatch_rows: int = 128  # rows (each with its K-step context window) per gradient step
     lr: float = 2.5e-4
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -129,17 +134,17 @@ def step_values(model, seq: Sequences, batch: int = 1024) -> np.ndarray:
 
 
 def ppo_loss(model, batch: dict[str, torch.Tensor], cfg: PPOConfig):
+    """Clipped surrogate + value loss - entropy bonus, at the last position of each window."""
     out = model(batch["obs"], batch["prev_action"], batch["mask"])
-    m = batch["loss_mask"]
-    logits, value = out.logits[m], out.value[m]  # (P, A), (P,)
+    logits, value = out.logits[:, -1], out.value[:, -1]  # (B, A), (B,)
     dist = torch.distributions.Categorical(logits=logits)
-    logp = dist.log_prob(batch["action"][m])
-    adv = batch["adv"][m]
+    logp = dist.log_prob(batch["action"])
+    adv = batch["adv"]
     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-    log_ratio = logp - batch["old_logp"][m]
+    log_ratio = logp - batch["old_logp"]
     ratio = log_ratio.exp()
     pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)).mean()
-    v_loss = 0.5 * ((value - batch["ret"][m]) ** 2).mean()
+    v_loss = 0.5 * ((value - batch["ret"]) ** 2).mean()
     entropy_loss = dist.entropy().mean()
     loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
     with torch.no_grad():
@@ -170,30 +175,24 @@ def train_ppo(model, data: Transitions, cfg: PPOConfig, optimizer: torch.optim.O
     adv = gae(reward, value, next_value, terminal, data.episode_rows,
               cfg.gamma, cfg.gae_lambda)
     ret = adv + value
-    # non-overlapping windows: rows j // K == c of each episode form chunk c
-    last_row = np.zeros(len(data), bool)
-    last_row[data.episode_rows[1:] - 1] = True
-    ends = np.flatnonzero((((data.step + 1) % k == 0) | last_row) & learn)
+    # each learned row sees exactly the window it acted on: the K steps ending at it, within
+    # its episode (the rollout keeps the K steps before it as context)
+    rows = np.flatnonzero(learn)
     rng = np.random.default_rng(seed)
     model.train()
     logs: list[dict[str, float]] = []
     start = time.perf_counter()
     for _ in range(cfg.epochs):
-        for chunk in np.array_split(rng.permutation(ends), max(1, len(ends) // cfg.minibatch_windows)):
+        for chunk in np.array_split(rng.permutation(rows), max(1, len(rows) // cfg.minibatch_rows)):
             index, mask = seq.windows(seq.step_of_row[chunk], k)  # (B, K)
-            row = seq.row[index]
-            is_row = mask & (row >= 0)
-            row = np.where(is_row, row, 0)
-            same_chunk = data.step[row] // k == (data.step[chunk] // k)[:, None]
             batch = {
                 "obs": to_tensor(seq.obs[index], device),
                 "prev_action": to_tensor(seq.prev_action[index], device),
                 "mask": to_tensor(mask, device),
-                "loss_mask": to_tensor(is_row & same_chunk & learn[row], device),
-                "action": to_tensor(data.action[row], device),
-                "old_logp": to_tensor(data.logp[row], device),
-                "adv": to_tensor(adv[row], device),
-                "ret": to_tensor(ret[row], device),
+                "action": to_tensor(data.action[chunk], device),
+                "old_logp": to_tensor(data.logp[chunk], device),
+                "adv": to_tensor(adv[chunk], device),
+                "ret": to_tensor(ret[chunk], device),
             }
             loss, info = ppo_loss(model, batch, cfg)
             optimizer.zero_grad(set_to_none=True)
