@@ -1,3 +1,5 @@
+import numpy as np
+import pytest
 import torch
 
 from transformer_rl.models import GPT, MLP, GPTConfig, MLPConfig, build_model, model_config_dict
@@ -77,3 +79,19 @@ def test_gpt_learns_a_task_that_needs_attention():
         opt.step()
     # the target's variance grows to ~8 at the last position; predicting 0 scores ~4.5
     assert loss.item() < 0.5, loss.item()
+
+
+@pytest.mark.parametrize("ram_norm", ["fixed", "data"])
+def test_ram_bytes_normalisation(breakout_data, ram_norm):
+    from transformer_rl.datasets import load
+    from transformer_rl.envs import resolve
+    from transformer_rl.pipeline import ModelArgs, new_model
+
+    data = load(breakout_data)
+    model = new_model(resolve("Breakout-ram"), ModelArgs(ram_norm=ram_norm), data, seed=0)
+    mean, std = model.norm.obs_mean.numpy(), model.norm.obs_std.numpy()
+    if ram_norm == "fixed":
+        assert (mean == 0).all() and (std == 255).all()
+    else:  # per byte, but never finer than 8 so that a byte constant so far cannot explode later
+        assert np.allclose(mean, data.obs.mean(0), atol=1e-3) and std.min() >= 8
+        assert (np.abs((data.obs - mean) / std) <= 5 + 1e-5).all()

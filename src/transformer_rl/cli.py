@@ -247,6 +247,8 @@ LayerOpt = Annotated[int, typer.Option(help="Transformer blocks / MLP hidden lay
 HeadOpt = Annotated[int, typer.Option(help="GPT attention heads.", rich_help_panel=MODEL_PANEL)]
 EmbdOpt = Annotated[int, typer.Option(help="GPT embedding width.", rich_help_panel=MODEL_PANEL)]
 HiddenOpt = Annotated[int, typer.Option(help="MLP hidden width.", rich_help_panel=MODEL_PANEL)]
+RamNormOpt = Annotated[str, typer.Option(help="Byte observations: fixed (/255) or data (per byte, from the "
+                                         "first data).", rich_help_panel=MODEL_PANEL)]
 UpdatesOpt = Annotated[int, typer.Option(help="Gradient steps (per iteration for `run`).",
                                          rich_help_panel=TRAIN_PANEL)]
 BatchOpt = Annotated[int | None, typer.Option("--batch", help="Per gradient step: windows (DQN, default 64) "
@@ -274,6 +276,7 @@ def train(
     n_head: HeadOpt = 2,
     n_embd: EmbdOpt = 32,
     hidden: HiddenOpt = 64,
+    ram_norm: RamNormOpt = "fixed",
     updates: UpdatesOpt = 1000,
     batch: BatchOpt = None,
     lr: LrOpt = None,
@@ -292,7 +295,7 @@ def train(
     cfg = DQNConfig(updates=updates, batch_size=batch or DQNConfig.batch_size, lr=lr or DQNConfig.lr,
                     gamma=gamma, n_step=n_step, replay_rows=replay_rows)
     args = ModelArgs(model=model, context=context, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                     hidden=hidden)
+                     hidden=hidden, ram_norm=ram_norm)
     args.validate()
     progress = Progress(TextColumn("[bold]train"), BarColumn(),
                         TextColumn("{task.completed}/{task.total} updates"),
@@ -373,6 +376,7 @@ def run_command(
     n_head: HeadOpt = 2,
     n_embd: EmbdOpt = 32,
     hidden: HiddenOpt = 64,
+    ram_norm: RamNormOpt = "fixed",
     updates: UpdatesOpt = 1000,
     batch: BatchOpt = None,
     lr: LrOpt = None,
@@ -401,7 +405,7 @@ def run_command(
         eval_every=eval_every, eval_mode=eval_mode, eps_decay_steps=eps_decay_steps,
         stop_at=stop_at,
         model=ModelArgs(model=model, context=context, n_layer=n_layer, n_head=n_head,
-                        n_embd=n_embd, hidden=hidden),
+                        n_embd=n_embd, hidden=hidden, ram_norm=ram_norm),
         dqn=DQNConfig(updates=updates, batch_size=batch or DQNConfig.batch_size, lr=lr or DQNConfig.lr,
                       gamma=gamma, n_step=n_step, replay_rows=replay_rows),
         ppo=PPOConfig(epochs=epochs, minibatch_rows=batch or PPOConfig.minibatch_rows,

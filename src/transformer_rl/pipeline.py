@@ -40,6 +40,7 @@ class ModelArgs:
     n_head: int = 2
     n_embd: int = 32
     hidden: int = 64  # MLP width
+    ram_norm: str = "fixed"  # uint8 observations: "fixed" (/255) or "data" (per-byte, from the first data)
 
     def validate(self) -> None:
         if self.model not in ("gpt", "mlp"):
@@ -47,6 +48,8 @@ class ModelArgs:
         for name in ("context", "n_layer", "n_head", "n_embd", "hidden"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if self.ram_norm not in ("fixed", "data"):
+            raise UsageError(f"unknown --ram-norm {self.ram_norm!r}: use fixed or data")
         if self.model == "gpt" and self.n_embd % self.n_head:
             raise UsageError(f"--n-embd {self.n_embd} must be a multiple of --n-head {self.n_head}")
 
@@ -63,12 +66,15 @@ class ModelArgs:
 def new_model(spec: EnvSpec, args: ModelArgs, data: Transitions, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = build_model(args.config(spec))
-    if spec.obs_dtype == "uint8":  # RAM bytes: a fixed scale keeps never-seen bytes sane
-        mean, std = np.zeros(spec.obs_dim), np.full(spec.obs_dim, 255.0)
+    obs = data.obs.astype(np.float64)
+    if spec.obs_dtype == "uint8" and args.ram_norm == "fixed":  # a fixed scale: bytes never seen
+        mean, std = np.zeros(spec.obs_dim), np.full(spec.obs_dim, 255.0)  # early stay sane
     else:  # early (random-policy) data understates how far later states range (CartPole's x):
         # scale so that the data's extremes land within +-5, not only by the std
-        mean = data.obs.mean(0)
-        std = np.maximum(data.obs.std(0), np.abs(data.obs - mean).max(0) / 5) + 1e-3
+        mean = obs.mean(0)
+        std = np.maximum(obs.std(0), np.abs(obs - mean).max(0) / 5)
+        # bytes: at least 8 (a byte constant in the first data may move later)
+        std = np.maximum(std, 8.0) if spec.obs_dtype == "uint8" else std + 1e-3
     model.set_obs_normalization(torch.as_tensor(mean), torch.as_tensor(std))
     return model
 
