@@ -49,6 +49,7 @@ class CollectStats:
     episodes: int = 0
     env_steps: int = 0  # transitions taken, including unfinished episodes dropped at the end
     wall_s: float = 0.0
+    startup_s: float = 0.0  # of wall_s, building the EnvPool pool (ALE: seconds for 32 envs)
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     dataset_rows: int = 0  # totals of the dataset after this call
@@ -56,7 +57,8 @@ class CollectStats:
 
     @property
     def steps_per_s(self) -> float:
-        return self.env_steps / max(self.wall_s, 1e-9)
+        """Steady-state throughput: env steps per second once the pool is built."""
+        return self.env_steps / max(self.wall_s - self.startup_s, 1e-9)
 
 
 class StepLog:
@@ -232,6 +234,7 @@ class Collector:
     def _receive(self) -> None:
         """Take EnvPool's next batch into the log (and the trace); it becomes ``pending``."""
         if self.pool is None:
+            t0 = time.perf_counter()
             self.pool = make_pool(self.spec, self.cfg.num_envs, self.segment["seed"], self.batch_size)
             if self.sync:
                 obs, info = self.pool.reset()
@@ -239,6 +242,7 @@ class Collector:
                 self.result = (obs, np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool), info)
             else:
                 self.pool.async_reset()
+            self.stats.startup_s += time.perf_counter() - t0
         obs, reward, terminated, truncated, info = self.result if self.sync else self.pool.recv()
         ids, elapsed = info["env_id"], info["elapsed_step"]
         obs = observe(self.spec, obs, info)
