@@ -126,10 +126,11 @@ class StepLog:
         end_pos = end_pos[np.argsort(order[end_pos + 1], kind="stable")]  # finishing order
         if max_episodes is not None:
             end_pos = end_pos[:max_episodes]
-        rank = np.full(episode[-1] + 1 if n else 0, -1, np.int64)
-        rank[episode[end_pos]] = np.arange(len(end_pos))
-        rows = np.flatnonzero(pair & (rank[episode] >= 0))
-        rows = rows[np.argsort(rank[episode[rows]], kind="stable")]
+        # episode e's rows are the sorted positions from its first entry (its reset) to end_pos
+        first = np.searchsorted(episode, episode[end_pos])  # `episode` never decreases
+        lengths = end_pos - first + 1
+        starts_out = np.cumsum(lengths) - lengths
+        rows = np.arange(int(lengths.sum())) + np.repeat(first - starts_out, lengths)
         src, dst = order[rows], order[rows + 1]
         last = order[end_pos + 1]
         term = self.terminated[last]
@@ -139,13 +140,13 @@ class StepLog:
             reward=self.reward[dst],
             logp=self.logp[src] if self.has_logp else None,
             value=self.value[src] if self.has_logp else None,
-            lengths=np.bincount(rank[episode[rows]], minlength=len(end_pos)).astype(np.int64),
+            lengths=lengths.astype(np.int64),
             env_index=env[end_pos].astype(np.int32),
             terminated=term,
             truncated=self.truncated[last] & ~term,
             final_obs=self.obs[last],
         )
-        finished = np.zeros(len(rank) + 1, bool)
+        finished = np.zeros(episode[-1] + 2 if n else 1, bool)
         finished[episode[np.flatnonzero(ended)]] = True
         keep = np.sort(order[~finished[episode]]) if n else order
         for name in self._columns:
