@@ -271,7 +271,7 @@ def _dqn_iteration(cfg: RunConfig, spec: EnvSpec, data_dir: Path, it: int, state
                    model, learner, log):
     """Collect a fresh batch of episodes epsilon-greedily, then train on the newest replay rows."""
     t0 = time.perf_counter()
-    seed = cfg.seed * 1000 + it * 10  # pool seeds differ per iteration; streams stay unique
+    seed = _pool_seed(cfg, it)
     eps = 1.0 if model is None else epsilon_at(cfg, state["env_steps"])
     if model is None:
         policy = RandomPolicy(spec.num_actions, seed)
@@ -299,7 +299,7 @@ class _PPOStream:
 
     def __init__(self, cfg: RunConfig, spec: EnvSpec, data_dir: Path, it: int, model):
         self.cfg, self.spec = cfg, spec
-        seed = cfg.seed * 1000 + it * 10  # a resumed run starts new streams
+        seed = _pool_seed(cfg, it)  # a resumed run starts new streams
         # the K steps before a rollout's first row, and one more so that the first of them
         # has its previous action: every learned row then sees the window it acted on
         context = (cfg.model.context if cfg.model.model == "gpt" else 1) + 1
@@ -352,6 +352,12 @@ def _evaluate_and_save(cfg: RunConfig, spec: EnvSpec, run_dir: Path, it: int, st
         state["best"] = {"iteration": it, **report, "run_env_steps": state["env_steps"]}
         _copy_dir(ckpt_dir, run_dir / "checkpoints" / "best")
     return report
+
+
+def _pool_seed(cfg: RunConfig, it: int) -> int:
+    """The pool seed of iteration ``it``: env i plays seed + i, so iterations' streams never
+    overlap within a run."""
+    return cfg.seed * 1000 + it * max(10, cfg.num_envs)
 
 
 def _rows(data_dir: Path) -> int:
