@@ -354,18 +354,18 @@ def run_command(
                                       rich_help_panel=RUN_PANEL)] = "default",
     root: Annotated[Path, typer.Option(help="Directory of runs.", rich_help_panel=RUN_PANEL)] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed.", rich_help_panel=RUN_PANEL)] = 0,
-    iterations: Annotated[int | None, typer.Option(help="Most collect/train cycles [preset].",
+    iterations: Annotated[int | None, typer.Option(help="Most collect/train cycles (preset).",
                                                    rich_help_panel=RUN_PANEL)] = None,
-    steps_per_iteration: Annotated[int | None, typer.Option(help="Env steps collected per iteration [preset].",
+    steps_per_iteration: Annotated[int | None, typer.Option(help="Env steps collected per iteration (preset).",
                                                             rich_help_panel=RUN_PANEL)] = None,
-    num_envs: Annotated[int | None, typer.Option(help="Envs collecting [preset].", rich_help_panel=RUN_PANEL)] = None,
+    num_envs: Annotated[int | None, typer.Option(help="Envs collecting (preset).", rich_help_panel=RUN_PANEL)] = None,
     eps_decay_steps: Annotated[int, typer.Option(help="DQN: epsilon 1 -> 0.02 over these env steps.",
                                                  rich_help_panel=RUN_PANEL)] = 40_000,
-    eval_every: Annotated[int | None, typer.Option(help="Evaluate and checkpoint every N iterations [preset].",
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate and checkpoint every N iterations (preset).",
                                                    rich_help_panel=RUN_PANEL)] = None,
-    eval_episodes: Annotated[int | None, typer.Option(help="Episodes per evaluation [preset].",
+    eval_episodes: Annotated[int | None, typer.Option(help="Episodes per evaluation (preset).",
                                                       rich_help_panel=RUN_PANEL)] = None,
-    eval_mode: Annotated[str | None, typer.Option(help="greedy, or sample from the policy (PPO) [preset].",
+    eval_mode: Annotated[str | None, typer.Option(help="greedy, or sample from the policy (PPO) (preset).",
                                                   rich_help_panel=RUN_PANEL)] = None,
     stop_at: Annotated[float | None, typer.Option(help="Stop when eval mean reaches this "
                                                   "(default: the env's threshold).",
@@ -390,7 +390,7 @@ def run_command(
 ) -> None:
     """Collect -> train -> eval, N iterations, under runs/<name>/ (resumable).
 
-    Options marked [preset] default per algorithm and env family (CartPole & co, or Atari RAM);
+    Options marked (preset) default per algorithm and env family (CartPole & co, or Atari RAM);
     the README lists the presets.
 
     Example: trl run --env CartPole-v1 --algo dqn --model gpt --seed 1 --name cartpole-s1
