@@ -61,7 +61,8 @@ def main() -> None:
     for model, reports in results.items():
         for seed, r in zip(seeds, reports, strict=True):
             f, b = r["final"], r["best"]
-            print(f"| {model} | {seed} | {r['parameters']:,} | {'yes' if r['solved'] else 'no'} | "
+            solved = "-" if r["stop_at"] is None else "yes" if r["solved"] else "no"
+            print(f"| {model} | {seed} | {r['parameters']:,} | {solved} | "
                   f"{r['env_steps']:,} | {r['wall_s']:.0f} | {b['mean_return']:.1f} ({b['iteration']}) | "
                   f"{f['mean_return']:.1f} ± {f['std_return']:.1f} |")
     print("\n| model | params | solved | env steps | wall s | final eval (mean ± std over seeds) |")
@@ -70,8 +71,8 @@ def main() -> None:
         steps = np.array([r["env_steps"] for r in reports])
         wall = np.array([r["wall_s"] for r in reports])
         final = np.array([r["final"]["mean_return"] for r in reports])
-        solved = sum(bool(r["solved"]) for r in reports)
-        print(f"| {model} | {reports[0]['parameters']:,} | {solved}/{len(reports)} | "
+        solved = "-" if reports[0]["stop_at"] is None else f"{sum(bool(r['solved']) for r in reports)}/{len(reports)}"
+        print(f"| {model} | {reports[0]['parameters']:,} | {solved} | "
               f"{steps.mean():,.0f} ± {steps.std():,.0f} | {wall.mean():.0f} ± {wall.std():.0f} | "
               f"{final.mean():.1f} ± {final.std():.1f} |")
     if a.plot:
