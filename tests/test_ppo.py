@@ -2,10 +2,12 @@ import json
 
 import numpy as np
 
+from conftest import cli
 from transformer_rl.collect.rollout import Trace
 from transformer_rl.datasets import load
 from transformer_rl.datasets.checks import verify
 from transformer_rl.pipeline import RunConfig, run
+from transformer_rl.train import checkpoint
 from transformer_rl.train.ppo import PPOConfig, gae, rollout_transitions
 
 
@@ -41,6 +43,18 @@ def test_ppo_run_records_behaviour_logp_and_trains(tmp_path):
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
     assert all(np.isfinite(r["losses/approx_kl"]) for r in rows)
     assert [r["iteration"] for r in rows if "eval/mean_return" in r] == [2, 4]
+
+    # `trl train --algo ppo` continues the run's checkpoint on the run's dataset
+    r = cli("train", "--algo", "ppo", "--data", tmp_path / "p" / "data", "--init",
+            tmp_path / "p" / "checkpoints" / "iter-004", "--out", tmp_path / "more", "--epochs", "1")
+    assert r.exit_code == 0, r.output
+    back = checkpoint.load(tmp_path / "more")
+    assert back.algo == "ppo" and back.meta["counters"]["updates"] > 0
+
+
+def test_train_ppo_needs_recorded_logp(tmp_path, cartpole_data):
+    r = cli("train", "--algo", "ppo", "--data", cartpole_data, "--out", tmp_path / "ck")
+    assert r.exit_code == 2 and "logp" in r.output and not (tmp_path / "ck").exists()
 
 
 def test_rollout_fragments_by_hand():

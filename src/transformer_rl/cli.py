@@ -247,6 +247,11 @@ LayerOpt = Annotated[int, typer.Option(help="Transformer blocks / MLP hidden lay
 HeadOpt = Annotated[int, typer.Option(help="GPT attention heads.", rich_help_panel=MODEL_PANEL)]
 EmbdOpt = Annotated[int, typer.Option(help="GPT embedding width.", rich_help_panel=MODEL_PANEL)]
 HiddenOpt = Annotated[int, typer.Option(help="MLP hidden width.", rich_help_panel=MODEL_PANEL)]
+EpochsOpt = Annotated[int, typer.Option(help="PPO epochs over the data (per iteration for `run`).",
+                                        rich_help_panel=TRAIN_PANEL)]
+EntOpt = Annotated[float, typer.Option(help="PPO entropy bonus.", rich_help_panel=TRAIN_PANEL)]
+ClipOpt = Annotated[float, typer.Option(help="PPO surrogate clipping.", rich_help_panel=TRAIN_PANEL)]
+LambdaOpt = Annotated[float, typer.Option(help="PPO GAE lambda.", rich_help_panel=TRAIN_PANEL)]
 RamNormOpt = Annotated[str, typer.Option(help="Byte observations: fixed (/255) or data (per byte, from the "
                                          "first data).", rich_help_panel=MODEL_PANEL)]
 UpdatesOpt = Annotated[int, typer.Option(help="Gradient steps (per iteration for `run`).",
@@ -267,7 +272,8 @@ ReplayOpt = Annotated[int, typer.Option(help="DQN replay: newest dataset rows tr
 def train(
     data: Annotated[Path, typer.Option(help="Dataset directory to train on.")],
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
-    algo: Annotated[str, typer.Option(help="dqn.")] = "dqn",
+    algo: Annotated[str, typer.Option(help="dqn, or ppo (on rows that recorded the behaviour "
+                                            "policy's logp, e.g. a `trl run --algo ppo` dataset).")] = "dqn",
     init: Annotated[Path | None, typer.Option(help="Continue from this checkpoint.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for init and sampling.")] = 0,
     model: ModelOpt = "gpt",
@@ -283,17 +289,24 @@ def train(
     gamma: GammaOpt = 0.99,
     n_step: NStepOpt = 3,
     replay_rows: ReplayOpt = 100_000,
+    epochs: EpochsOpt = 4,
+    ent_coef: EntOpt = 0.01,
+    clip: ClipOpt = 0.2,
+    gae_lambda: LambdaOpt = 0.95,
 ) -> None:
-    """Train a model on a dataset and write a checkpoint.
+    """Train a model on a dataset (its newest --replay-rows rows) and write a checkpoint.
 
     Example: trl train --algo dqn --data data/cartpole --out ckpt/cartpole
     """
     from transformer_rl.pipeline import ModelArgs
     from transformer_rl.pipeline import train as run_train
     from transformer_rl.train.dqn import DQNConfig
+    from transformer_rl.train.ppo import PPOConfig
 
     cfg = DQNConfig(updates=updates, batch_size=batch or DQNConfig.batch_size, lr=lr or DQNConfig.lr,
                     gamma=gamma, n_step=n_step, replay_rows=replay_rows)
+    ppo = PPOConfig(epochs=epochs, minibatch_rows=batch or PPOConfig.minibatch_rows, lr=lr or PPOConfig.lr,
+                    gamma=gamma, gae_lambda=gae_lambda, clip=clip, ent_coef=ent_coef)
     args = ModelArgs(model=model, context=context, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                      hidden=hidden, ram_norm=ram_norm)
     args.validate()
@@ -310,12 +323,14 @@ def train(
         progress.update(task, completed=m["update"], loss=m["loss"], q=m["q"], ups=m["updates_per_s"])
 
     try:
-        result = run_train(data, out, algo=algo, model_args=args, dqn=cfg, init=init, seed=seed,
+        result = run_train(data, out, algo=algo, model_args=args, dqn=cfg, ppo=ppo, init=init, seed=seed,
                            progress=update)
     finally:
         progress.stop()
-    console.print(f"{model}: {result['parameters']:,} parameters; td loss "
-                  f"{result['losses/td_loss']:.4f}; checkpoint -> {out}")
+    losses = (f"td loss {result['losses/td_loss']:.4f}" if algo == "dqn" else
+              f"policy loss {result['losses/policy_loss']:.4f}, kl {result['losses/approx_kl']:.4f}, "
+              f"{result['charts/updates']} updates")
+    console.print(f"{model}: {result['parameters']:,} parameters; {losses}; checkpoint -> {out}")
 
 
 @app.command("eval")
@@ -383,10 +398,10 @@ def run_command(
     gamma: GammaOpt = 0.99,
     n_step: NStepOpt = 3,
     replay_rows: ReplayOpt = 100_000,
-    epochs: Annotated[int, typer.Option(help="PPO epochs per iteration.", rich_help_panel=TRAIN_PANEL)] = 4,
-    ent_coef: Annotated[float, typer.Option(help="PPO entropy bonus.", rich_help_panel=TRAIN_PANEL)] = 0.01,
-    clip: Annotated[float, typer.Option(help="PPO surrogate clipping.", rich_help_panel=TRAIN_PANEL)] = 0.2,
-    gae_lambda: Annotated[float, typer.Option(help="PPO GAE lambda.", rich_help_panel=TRAIN_PANEL)] = 0.95,
+    epochs: EpochsOpt = 4,
+    ent_coef: EntOpt = 0.01,
+    clip: ClipOpt = 0.2,
+    gae_lambda: LambdaOpt = 0.95,
 ) -> None:
     """Collect -> train -> eval, N iterations, under runs/<name>/ (resumable).
 

@@ -421,16 +421,18 @@ def train(
     algo: str = "dqn",
     model_args: ModelArgs | None = None,
     dqn: DQNConfig | None = None,
+    ppo: PPOConfig | None = None,
     init: Path | None = None,
     seed: int = 0,
     progress=None,
 ) -> dict[str, Any]:
-    """Train a new model (or continue ``init``) on a dataset; write the checkpoint to ``out``."""
-    if algo != "dqn":
-        raise UsageError(f"unknown --algo {algo!r}: use dqn")
-    dqn = dqn or DQNConfig()
-    if dqn.updates <= 0 or dqn.batch_size <= 0 or dqn.replay_rows <= 0:
-        raise UsageError("--updates, --batch-size and --replay-rows must be positive")
+    """Train a new model (or continue ``init``) on a dataset's newest rows; write the checkpoint
+    to ``out``. PPO learns from the rows that recorded their behaviour policy's logp."""
+    if algo not in ("dqn", "ppo"):
+        raise UsageError(f"unknown --algo {algo!r}: use dqn or ppo")
+    dqn, ppo = dqn or DQNConfig(), ppo or PPOConfig()
+    if dqn.updates <= 0 or dqn.batch_size <= 0 or dqn.replay_rows <= 0 or ppo.epochs <= 0:
+        raise UsageError("--updates, --batch, --replay-rows and --epochs must be positive")
     out = Path(out)
     if out.exists() and not (out / "config.json").is_file():
         raise UsageError(f"--out {out} exists and is not a checkpoint; choose another path")
@@ -439,19 +441,28 @@ def train(
     data = load(data_dir, newest_rows=dqn.replay_rows)
     if len(data) == 0:
         raise UsageError(f"{data_dir} holds no transitions; collect some first")
+    learn = np.isfinite(data.logp)
+    if algo == "ppo" and not learn.any():
+        raise UsageError(f"{data_dir} records no behaviour logp, which PPO needs; train PPO on a "
+                         "`trl run --algo ppo` dataset, or use --algo dqn")
     counters: dict[str, Any] = {}
     if init is not None:
         ckpt = checkpoint.load(init, spec=spec)
         model, counters = ckpt.model, dict(ckpt.meta.get("counters", {}))
-        state = new_state(model, dqn)
-        if ckpt.optimizer_state is not None:
-            state.optimizer.load_state_dict(ckpt.optimizer_state)
-        state.updates = counters.get("updates", 0)
     else:
         model = new_model(spec, model_args or ModelArgs(), data, seed)
-        state = new_state(model, dqn)
-    metrics = train_dqn(model, data, dqn, state, seed=seed, progress=progress)
-    counters["updates"] = state.updates
-    checkpoint.save(out, model, spec, algo, optimizer=state.optimizer, counters=counters,
-                    train_config={"dqn": dqn.to_json(), "data": str(data_dir), "seed": seed})
+    cfg = RunConfig(algo=algo, dqn=dqn, ppo=ppo)
+    learner = new_learner(model, cfg)
+    if init is not None and ckpt.optimizer_state is not None and ckpt.algo == algo:
+        learner.optimizer.load_state_dict(ckpt.optimizer_state)
+        learner.updates = counters.get("updates", 0)
+    if algo == "dqn":
+        metrics = train_dqn(model, data, dqn, learner, seed=seed, progress=progress)
+    else:
+        metrics = train_ppo(model, data, ppo, learner.optimizer, seed=seed, learn=learn)
+        learner.updates += metrics["charts/updates"]
+    counters["updates"] = learner.updates
+    checkpoint.save(out, model, spec, algo, optimizer=learner.optimizer, counters=counters,
+                    train_config={algo: (dqn if algo == "dqn" else ppo).to_json(), "data": str(data_dir),
+                                  "seed": seed})
     return {"parameters": model.num_params(), **metrics, "checkpoint": str(out)}
