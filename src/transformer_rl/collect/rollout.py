@@ -374,6 +374,6 @@ def collect(
         if isinstance(e, KeyboardInterrupt):
             collector.close()
         else:
-            collector.writer._pool.shutdown(wait=True)
+            collector.writer.abandon()
         raise
     return collector.close()

@@ -191,11 +191,15 @@ class DatasetWriter:
     def __enter__(self) -> DatasetWriter:
         return self
 
+    def abandon(self) -> None:
+        """Stop without writing what is buffered (after an error: the dataset stays as listed)."""
+        self._pool.shutdown(wait=True)
+
     def __exit__(self, exc_type, *_) -> None:
         if exc_type is None or exc_type is KeyboardInterrupt:
             self.close()
         else:
-            self._pool.shutdown(wait=True)
+            self.abandon()
 
 
 def open_for_append(
