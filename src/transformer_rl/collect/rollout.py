@@ -283,19 +283,7 @@ class Collector:
         while True:
             if self.pending is None:
                 self._receive()
-            if stop_at_steps is not None:
-                if stats.env_steps >= stop_at_steps:
-                    break
-            elif self.quota is not None:
-                if (self.ended_per_env >= cfg.episodes_per_env).all():
-                    self._cut()
-                    break
-            elif want_episodes is not None:
-                if self.done_episodes >= want_episodes:
-                    self._cut(max_episodes=want_episodes - stats.episodes)
-                    break
-            elif want_rows is None or self.done_rows >= want_rows:
-                self._cut()
+            if self._reached(stop_at_steps, want_rows, want_episodes):
                 break
             obs, ids, first, at = self.pending
             action, logp, value = policy.act(obs, ids, first)
@@ -325,6 +313,23 @@ class Collector:
         return Trace(**{k: np.stack([e.get(k, last.get(k)) for e in t]) for k in
                         ("obs", "reward", "terminated", "truncated", "elapsed", "action", "logp")},
                      prefix=prefix, lives=lives)
+
+    def _reached(self, stop_at_steps: int | None, want_rows: int | None, want_episodes: int | None) -> bool:
+        """Whether play() is done: its env steps taken, or the dataset's target met (then the
+        finished episodes that meet it are cut into the dataset)."""
+        if stop_at_steps is not None:
+            return self.stats.env_steps >= stop_at_steps
+        cut: dict[str, int] = {}
+        if self.quota is not None:
+            done = bool((self.ended_per_env >= self.cfg.episodes_per_env).all())
+        elif want_episodes is not None:
+            done = self.done_episodes >= want_episodes
+            cut["max_episodes"] = want_episodes - self.stats.episodes
+        else:
+            done = want_rows is None or self.done_rows >= want_rows
+        if done:
+            self._cut(**cut)
+        return done
 
     def flush(self) -> None:
         """Write the episodes cut so far as a shard now (the log is not cut here: the entries
