@@ -95,3 +95,19 @@ def test_gae_stops_at_a_terminal_row_inside_an_episode():
     d1 = 0.0 - 0.7
     d0 = 1.0 + g * 0.7 - 0.5
     assert np.allclose(adv, [d0 + g * lam * d1, d1, d2], atol=1e-6)
+
+
+def test_presets_fill_only_what_the_command_line_left_open():
+    from transformer_rl.envs import resolve
+    from transformer_rl.pipeline import RunConfig
+
+    atari = RunConfig(env="Breakout-ram", algo="ppo", ppo=PPOConfig(lr=None))
+    atari.resolve_presets(resolve("Breakout-ram"))
+    assert (atari.num_envs, atari.eval_mode, atari.ppo.lr) == (32, "sample", 1e-3)
+    assert atari.ppo.reward_clip and atari.ppo.episodic_life and atari.model.ram_norm == "data"
+    given = RunConfig(env="Breakout-ram", algo="ppo", num_envs=8, ppo=PPOConfig(lr=3e-4, reward_clip=False))
+    given.resolve_presets(resolve("Breakout-ram"))
+    assert (given.num_envs, given.ppo.lr, given.ppo.reward_clip) == (8, 3e-4, False)
+    classic = RunConfig(env="CartPole-v1", algo="ppo", ppo=PPOConfig(lr=None))
+    classic.resolve_presets(resolve("CartPole-v1"))
+    assert (classic.num_envs, classic.ppo.lr, classic.ppo.reward_clip) == (8, 2.5e-4, None)

@@ -252,14 +252,15 @@ EpochsOpt = Annotated[int, typer.Option(help="PPO epochs over the data (per iter
 EntOpt = Annotated[float, typer.Option(help="PPO entropy bonus.", rich_help_panel=TRAIN_PANEL)]
 ClipOpt = Annotated[float, typer.Option(help="PPO surrogate clipping.", rich_help_panel=TRAIN_PANEL)]
 LambdaOpt = Annotated[float, typer.Option(help="PPO GAE lambda.", rich_help_panel=TRAIN_PANEL)]
-RamNormOpt = Annotated[str, typer.Option(help="Byte observations: fixed (/255) or data (per byte, from the "
-                                         "first data).", rich_help_panel=MODEL_PANEL)]
+RamNormOpt = Annotated[str, typer.Option(help="Byte observations: data (per byte, scaled from the first "
+                                         "data) or fixed (/255).", rich_help_panel=MODEL_PANEL)]
 UpdatesOpt = Annotated[int, typer.Option(help="Gradient steps (per iteration for `run`).",
                                          rich_help_panel=TRAIN_PANEL)]
 BatchOpt = Annotated[int | None, typer.Option("--batch", help="Per gradient step: windows (DQN, default 64) "
                                               "or rows, each with its window (PPO, default 128).",
                                               rich_help_panel=TRAIN_PANEL)]
-LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate (default: DQN 5e-4, PPO 2.5e-4).",
+LrOpt = Annotated[float | None, typer.Option(help="Adam learning rate (default: DQN 5e-4; PPO 2.5e-4, "
+                                                  "1e-3 in `run` on Atari).",
                                              rich_help_panel=TRAIN_PANEL)]
 GammaOpt = Annotated[float, typer.Option(help="Discount.", rich_help_panel=TRAIN_PANEL)]
 NStepOpt = Annotated[int, typer.Option(help="DQN n-step returns.", rich_help_panel=TRAIN_PANEL)]
@@ -282,7 +283,7 @@ def train(
     n_head: HeadOpt = 2,
     n_embd: EmbdOpt = 32,
     hidden: HiddenOpt = 64,
-    ram_norm: RamNormOpt = "fixed",
+    ram_norm: RamNormOpt = "data",
     updates: UpdatesOpt = 1000,
     batch: BatchOpt = None,
     lr: LrOpt = None,
@@ -391,7 +392,7 @@ def run_command(
     n_head: HeadOpt = 2,
     n_embd: EmbdOpt = 32,
     hidden: HiddenOpt = 64,
-    ram_norm: RamNormOpt = "fixed",
+    ram_norm: RamNormOpt = "data",
     updates: UpdatesOpt = 1000,
     batch: BatchOpt = None,
     lr: LrOpt = None,
@@ -424,7 +425,7 @@ def run_command(
         dqn=DQNConfig(updates=updates, batch_size=batch or DQNConfig.batch_size, lr=lr or DQNConfig.lr,
                       gamma=gamma, n_step=n_step, replay_rows=replay_rows),
         ppo=PPOConfig(epochs=epochs, minibatch_rows=batch or PPOConfig.minibatch_rows,
-                      lr=lr or PPOConfig.lr, gamma=gamma, gae_lambda=gae_lambda, clip=clip, ent_coef=ent_coef),
+                      lr=lr, gamma=gamma, gae_lambda=gae_lambda, clip=clip, ent_coef=ent_coef),
     )
     report = run(cfg, log=console.print)
     best = report["best"] or {}

@@ -40,7 +40,7 @@ class ModelArgs:
     n_head: int = 2
     n_embd: int = 32
     hidden: int = 64  # MLP width
-    ram_norm: str = "fixed"  # uint8 observations: "fixed" (/255) or "data" (per-byte, from the first data)
+    ram_norm: str = "data"  # uint8 observations: "data" (per byte, from the first data) or "fixed" (/255)
 
     def validate(self) -> None:
         if self.model not in ("gpt", "mlp"):
@@ -137,12 +137,12 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
                            eval_episodes=16, eval_mode="greedy"),
     # PPO: rollouts of 128 steps per env; episodes carry on across iterations
     ("ppo", "classic"): dict(iterations=146, steps_per_iteration=1024, num_envs=8, eval_every=5,
-                             eval_episodes=100, eval_mode="greedy"),
+                             eval_episodes=100, eval_mode="greedy", ppo=dict(lr=2.5e-4)),
     # Breakout & co: 32 envs, sampled evaluation (a greedy policy can stall, never pressing FIRE
     # to serve); in training only, clipped rewards and a lost life ends the return; ~2M env steps
     ("ppo", "atari"): dict(iterations=488, steps_per_iteration=4096, num_envs=32, eval_every=25,
                            eval_episodes=16, eval_mode="sample",
-                           ppo=dict(reward_clip=True, episodic_life=True)),
+                           ppo=dict(lr=1e-3, reward_clip=True, episodic_life=True)),
 }
 
 

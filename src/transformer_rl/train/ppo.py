@@ -27,7 +27,7 @@ from transformer_rl.train.sequences import Sequences, build_sequences, to_tensor
 class PPOConfig:
     epochs: int = 4  # passes over each iteration's rollouts
     minibatch_rows: int = 128  # rows (each with its K-step context window) per gradient step
-    lr: float = 2.5e-4
+    lr: float | None = 2.5e-4  # None: the preset's (`trl run`)
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip: float = 0.2  # surrogate clipping
