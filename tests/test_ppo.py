@@ -6,6 +6,7 @@ from conftest import cli
 from transformer_rl.collect.rollout import Trace
 from transformer_rl.datasets import load
 from transformer_rl.datasets.checks import verify
+from transformer_rl.envs import resolve
 from transformer_rl.pipeline import RunConfig, run
 from transformer_rl.train import checkpoint
 from transformer_rl.train.ppo import PPOConfig, gae, rollout_transitions
@@ -98,9 +99,6 @@ def test_gae_stops_at_a_terminal_row_inside_an_episode():
 
 
 def test_presets_fill_only_what_the_command_line_left_open():
-    from transformer_rl.envs import resolve
-    from transformer_rl.pipeline import RunConfig
-
     atari = RunConfig(env="Breakout-ram", algo="ppo", ppo=PPOConfig(lr=None))
     atari.resolve_presets(resolve("Breakout-ram"))
     assert (atari.num_envs, atari.eval_mode, atari.ppo.lr) == (32, "sample", 1e-3)

@@ -137,7 +137,7 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
                            eval_episodes=16, eval_mode="greedy"),
     # PPO: rollouts of 128 steps per env; episodes carry on across iterations
     ("ppo", "classic"): dict(iterations=146, steps_per_iteration=1024, num_envs=8, eval_every=5,
-                             eval_episodes=100, eval_mode="greedy", ppo=dict(lr=2.5e-4)),
+                             eval_episodes=100, eval_mode="greedy", ppo=dict(lr=PPOConfig.lr)),
     # Breakout & co: 32 envs, sampled evaluation (a greedy policy can stall, never pressing FIRE
     # to serve); in training only, clipped rewards and a lost life ends the return; ~2M env steps
     ("ppo", "atari"): dict(iterations=488, steps_per_iteration=4096, num_envs=32, eval_every=25,
