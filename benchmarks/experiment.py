@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from plot_runs import plot  # noqa: E402
+from transformer_rl.evaluate.plots import plot_runs
 
 
 def run_one(trl: str, root: Path, env: str, algo: str, model: str, seed: int, extra: list[str],
@@ -76,8 +75,8 @@ def main() -> None:
               f"{steps.mean():,.0f} ± {steps.std():,.0f} | {wall.mean():.0f} ± {wall.std():.0f} | "
               f"{final.mean():.1f} ± {final.std():.1f} |")
     if a.plot:
-        plot(a.plot, [r["dir"] for reports in results.values() for r in reports],
-             title=f"{a.env} {a.algo.upper()}: GPT vs MLP")
+        plot_runs(a.plot, [r["dir"] for reports in results.values() for r in reports],
+                  title=f"{a.env} {a.algo.upper()}: GPT vs MLP", threshold=reports[0]["stop_at"])
         print(f"\ncurves: {a.plot}")
 
 

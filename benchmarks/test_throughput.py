@@ -12,7 +12,7 @@ import pytest
 
 from transformer_rl.collect.policies import RandomPolicy
 from transformer_rl.collect.rollout import CollectConfig, collect
-from transformer_rl.datasets import load, sample_windows
+from transformer_rl.datasets import build_sequences, load
 from transformer_rl.envs import make_pool, resolve
 
 CASES = [("CartPole-v1", 128, 200_000), ("Breakout-ram", 32, 4_000)]
@@ -50,11 +50,11 @@ def test_collect_to_parquet(benchmark, tmp_path, env_id, num_envs, steps):
 def test_window_sampler(benchmark, tmp_path):
     spec = resolve("CartPole-v1")
     collect(spec, tmp_path / "d", RandomPolicy(2, 0), CollectConfig(steps=100_000, num_envs=16))
-    data = load(tmp_path / "d")
+    seq = build_sequences(load(tmp_path / "d"), spec.num_actions)
     rng = np.random.default_rng(0)
 
     def sample():
-        w = sample_windows(data, 256, 16, rng)
-        return data.obs[w.index]
+        index, _ = seq.windows(rng.integers(0, len(seq), 256), 16)
+        return seq.obs[index]
 
     benchmark(sample)

@@ -5,46 +5,55 @@ import pandas as pd
 import pytest
 
 from transformer_rl import envs
-from transformer_rl.datasets import load, read_manifest, sample_windows, window_indices
+from transformer_rl.datasets import build_sequences, load, read_manifest
 from transformer_rl.datasets.writer import open_for_append
 
 
-def check_windows(d, w, ends: np.ndarray, k: int) -> None:
-    assert w.index.shape == w.mask.shape == (len(ends), k)
-    np.testing.assert_array_equal(w.index[:, -1], ends)  # each window ends at its row
-    assert w.mask[:, -1].all()
-    start = d.episode_start[ends]
-    # never crosses an episode boundary: every index is a row of the end row's episode
-    assert (d.episode_id[w.index] == d.episode_id[ends][:, None]).all()
-    # mask False exactly on the left padding: valid length = rows available in the episode
+def check_windows(seq, index, mask, ends: np.ndarray, k: int) -> None:
+    assert index.shape == mask.shape == (len(ends), k)
+    np.testing.assert_array_equal(index[:, -1], ends)  # each window ends at its step
+    assert mask[:, -1].all()
+    start = seq.start[ends]
+    # never crosses an episode boundary: every index is a step of the end step's episode
+    assert (seq.start[index] == start[:, None]).all()
+    # mask False exactly on the left padding: valid length = steps available in the episode
     valid = np.minimum(k, ends - start + 1)
-    np.testing.assert_array_equal(w.mask.sum(1), valid)
-    np.testing.assert_array_equal(w.mask, np.arange(k)[None, :] >= (k - valid)[:, None])
-    # real positions are consecutive rows; padding points at the episode's first row
-    want = np.where(w.mask, ends[:, None] + np.arange(-k + 1, 1)[None, :], start[:, None])
-    np.testing.assert_array_equal(w.index, want)
-    assert (w.index >= 0).all() and (w.index < len(d)).all()
+    np.testing.assert_array_equal(mask.sum(1), valid)
+    np.testing.assert_array_equal(mask, np.arange(k)[None, :] >= (k - valid)[:, None])
+    # real positions are consecutive steps; padding points at the episode's first step
+    want = np.where(mask, ends[:, None] + np.arange(-k + 1, 1)[None, :], start[:, None])
+    np.testing.assert_array_equal(index, want)
+
+
+def test_sequences_lay_out_each_episode_and_its_final_observation(cartpole_data):
+    d = load(cartpole_data)
+    seq = build_sequences(d, num_actions=2)
+    assert len(seq) == len(d) + d.num_episodes
+    np.testing.assert_array_equal(seq.obs[seq.step_of_row], d.obs)
+    final_steps = np.flatnonzero(seq.row < 0)
+    np.testing.assert_array_equal(seq.obs[final_steps], d.final_obs)
+    np.testing.assert_array_equal(final_steps, seq.stop[final_steps])
+    # the previous action: 2 ("none") at each episode's first step, else the action before
+    first = seq.step_of_row[d.episode_rows[:-1]]
+    assert (seq.prev_action[first] == 2).all()
+    inner = np.setdiff1d(np.arange(1, len(d)), d.episode_rows[:-1])
+    np.testing.assert_array_equal(seq.prev_action[seq.step_of_row[inner]], d.action[inner - 1])
+    np.testing.assert_array_equal(seq.prev_action[final_steps], d.action[d.episode_rows[1:] - 1])
 
 
 @pytest.mark.parametrize("k", [1, 8, 64, 600])
-def test_window_indices_at_every_row(cartpole_data, k):
-    d = load(cartpole_data)
-    ends = np.arange(len(d))
-    check_windows(d, window_indices(d, ends, k), ends, k)
-
-
-def test_sample_windows(cartpole_data, breakout_data):
-    for root in (cartpole_data, breakout_data):
-        d = load(root)
-        w = sample_windows(d, 4096, 16, np.random.default_rng(1))
-        check_windows(d, w, w.index[:, -1], 16)
-        assert (~w.mask).any() and w.mask[:, 0].any()  # both padded and full windows occur
-        w2 = sample_windows(d, 4096, 16, np.random.default_rng(1))
-        np.testing.assert_array_equal(w.index, w2.index)  # seeded: reproducible
-    # episode starts are padded all the way: one real row
-    starts = d.episode_rows[:-1]
-    w = window_indices(d, starts, 5)
-    assert (w.mask.sum(1) == 1).all() and (w.index == starts[:, None]).all()
+def test_windows_at_every_step(cartpole_data, breakout_data, k):
+    for root, n_actions in ((cartpole_data, 2), (breakout_data, 4)):
+        seq = build_sequences(load(root), n_actions)
+        ends = np.arange(len(seq))
+        index, mask = seq.windows(ends, k)
+        check_windows(seq, index, mask, ends, k)
+        if k == 8:  # both padded and full windows occur
+            assert (~mask).any() and mask[:, 0].any()
+    # episode starts are padded all the way: one real step
+    starts = np.unique(seq.start)
+    index, mask = seq.windows(starts, 5)
+    assert (mask.sum(1) == 1).all() and (index == starts[:, None]).all()
 
 
 def test_arrays_are_consistent(cartpole_data):

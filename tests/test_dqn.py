@@ -9,10 +9,12 @@ import torch
 
 from conftest import cli
 from transformer_rl import envs
+from transformer_rl.config import RunConfig
 from transformer_rl.datasets import load
-from transformer_rl.pipeline import ModelArgs, RunConfig, new_model, run
+from transformer_rl.models import ModelArgs, new_model
+from transformer_rl.pipeline import run
 from transformer_rl.train import checkpoint
-from transformer_rl.train.dqn import DQNConfig, n_step_targets, new_state, train_dqn
+from transformer_rl.train.dqn import DQNConfig, DQNLearner, n_step_targets
 
 
 def test_n_step_targets_by_hand():
@@ -31,22 +33,23 @@ def test_checkpoint_round_trip_and_wrong_env(tmp_path, cartpole_data):
     data = load(cartpole_data)
     spec = envs.resolve("CartPole-v1")
     model = new_model(spec, ModelArgs(), data, seed=0)
-    state = new_state(model, DQNConfig(updates=5))
-    train_dqn(model, data, DQNConfig(updates=5), state)
-    checkpoint.save(tmp_path / "ck", model, spec, "dqn", optimizer=state.optimizer)
+    learner = DQNLearner(model, DQNConfig(updates=5))
+    learner.update(data, seed=0)
+    checkpoint.save(tmp_path / "ck", model, spec, "dqn", learner_state=learner.state_dict())
     assert not list(tmp_path.glob("**/*.pt")) and not list(tmp_path.glob("**/*.pkl"))
     back = checkpoint.load(tmp_path / "ck", spec=spec)
     x = torch.randn(3, 8, 4)
     a = torch.zeros(3, 8, dtype=torch.long)
     assert torch.equal(model(x, a).q, back.model(x, a).q)
-    assert back.optimizer_state["state"][0]["exp_avg"].shape == next(model.parameters()).shape
+    assert back.learner_state["updates"] == 5
+    assert back.learner_state["optimizer"]["state"][0]["exp_avg"].shape == next(model.parameters()).shape
     with pytest.raises(Exception, match="CartPole-v1"):
         checkpoint.load(tmp_path / "ck", spec=envs.resolve("Acrobot-v1"))
 
 
 def test_dqn_learns_cartpole_well_above_random(tmp_path):
     cfg = RunConfig(name="learn", root=tmp_path, seed=0, iterations=3, steps_per_iteration=6000,
-                    eval_episodes=20, dqn=DQNConfig(updates=600))
+                    eval_episodes=20, learner=DQNConfig(updates=600))
     report = run(cfg, log=lambda *_: None)
     # a random policy scores about 22; a broken loss or target stays near it
     assert report["best"]["mean_return"] > 100, report
@@ -81,7 +84,7 @@ def test_run_killed_and_resumed(tmp_path, algo_args):
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = tmp_path / "k" / "state.json"
     deadline = time.time() + 120
-    while not state.exists() and time.time() < deadline:
+    while (not state.exists() or json.loads(state.read_text())["iteration"] < 1) and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
     p.kill()

@@ -85,7 +85,7 @@ def test_gpt_learns_a_task_that_needs_attention():
 def test_ram_bytes_normalisation(breakout_data, ram_norm):
     from transformer_rl.datasets import load
     from transformer_rl.envs import resolve
-    from transformer_rl.pipeline import ModelArgs, new_model
+    from transformer_rl.models import ModelArgs, new_model
 
     data = load(breakout_data)
     model = new_model(resolve("Breakout-ram"), ModelArgs(ram_norm=ram_norm), data, seed=0)

@@ -3,13 +3,13 @@ import json
 import numpy as np
 
 from conftest import cli
-from transformer_rl.collect.rollout import Trace
+from transformer_rl.collect.trace import Trace, rollout_transitions
+from transformer_rl.config import RunConfig
 from transformer_rl.datasets import load
 from transformer_rl.datasets.checks import verify
-from transformer_rl.envs import resolve
-from transformer_rl.pipeline import RunConfig, run
+from transformer_rl.pipeline import run
 from transformer_rl.train import checkpoint
-from transformer_rl.train.ppo import PPOConfig, gae, rollout_transitions
+from transformer_rl.train.ppo import PPOConfig, gae
 
 
 def test_gae_by_hand():
@@ -29,7 +29,7 @@ def test_gae_by_hand():
 
 def test_ppo_run_records_behaviour_logp_and_trains(tmp_path):
     cfg = RunConfig(algo="ppo", name="p", root=tmp_path, iterations=4, steps_per_iteration=512,
-                    num_envs=4, eval_every=2, eval_episodes=5, ppo=PPOConfig(epochs=2))
+                    num_envs=4, eval_every=2, eval_episodes=5, learner=PPOConfig(epochs=2))
     report = run(cfg, log=lambda *_: None)
     assert report["iterations"] == 4
     data = load(tmp_path / "p" / "data")
@@ -70,7 +70,8 @@ def test_rollout_fragments_by_hand():
                   truncated=np.zeros((6, 2), bool), elapsed=elapsed,
                   action=np.ones((6, 2), np.int32), logp=np.full((6, 2), -0.5, np.float32), prefix=1,
                   lives=np.array([[3, 5], [3, 5], [3, 5], [5, 4], [5, 4], [5, 4]]))  # env 1 loses one
-    data, learn, life_lost = rollout_transitions(trace)
+    data = rollout_transitions(trace)
+    learn, life_lost = data.learn, data.life_lost
     # env 0: fragment rows from entries 0, 1 (ends terminated, final obs = entry 2), then rows
     # from entries 3, 4 (cut by the rollout: final obs = entry 5); env 1: rows from entries 0..4
     assert data.episode_rows.tolist() == [0, 2, 4, 9]
@@ -99,13 +100,13 @@ def test_gae_stops_at_a_terminal_row_inside_an_episode():
 
 
 def test_presets_fill_only_what_the_command_line_left_open():
-    atari = RunConfig(env="Breakout-ram", algo="ppo", ppo=PPOConfig(lr=None))
-    atari.resolve_presets(resolve("Breakout-ram"))
-    assert (atari.num_envs, atari.eval_mode, atari.ppo.lr) == (32, "sample", 1e-3)
-    assert atari.ppo.reward_clip and atari.ppo.episodic_life and atari.model.ram_norm == "data"
-    given = RunConfig(env="Breakout-ram", algo="ppo", num_envs=8, ppo=PPOConfig(lr=3e-4, reward_clip=False))
-    given.resolve_presets(resolve("Breakout-ram"))
-    assert (given.num_envs, given.ppo.lr, given.ppo.reward_clip) == (8, 3e-4, False)
-    classic = RunConfig(env="CartPole-v1", algo="ppo", ppo=PPOConfig(lr=None))
-    classic.resolve_presets(resolve("CartPole-v1"))
-    assert (classic.num_envs, classic.ppo.lr, classic.ppo.reward_clip) == (8, 2.5e-4, None)
+    atari = RunConfig.create("Breakout-ram", "ppo")
+    assert (atari.num_envs, atari.eval_mode, atari.learner.lr) == (32, "sample", 1e-3)
+    assert atari.learner.reward_clip and atari.learner.episodic_life and atari.model.ram_norm == "data"
+    given = RunConfig.create("Breakout-ram", "ppo", num_envs=8, lr=3e-4, reward_clip=False)
+    assert (given.num_envs, given.learner.lr, given.learner.reward_clip) == (8, 3e-4, False)
+    classic = RunConfig.create("CartPole-v1", "ppo", seed=3)
+    assert (classic.num_envs, classic.learner.lr, classic.learner.reward_clip, classic.seed) == (8, 2.5e-4, False, 3)
+    assert (classic.iterations, classic.steps_per_iteration, classic.eval_every) == (146, 1024, 5)
+    dqn = RunConfig.create("CartPole-v1", "dqn", eps_decay_steps=1000)
+    assert (dqn.iterations, dqn.learner.eps_decay_steps, dqn.learner.lr) == (20, 1000, 5e-4)

@@ -1,12 +1,8 @@
-"""Load a dataset into contiguous arrays once; sample K-step windows from them.
-
-Windows never cross an episode boundary: a window ending early in an episode is left-padded
-(padding repeats the episode's first row) and its ``mask`` is False on the padding.
-"""
+"""Load a dataset into contiguous arrays once (`Transitions`); `sequences.py` windows them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +29,10 @@ class Transitions:
     episode_start: np.ndarray  # (N,) int64: row index of each row's episode start
     final_obs: np.ndarray  # (E, D) observation after each episode's last step
     episode_rows: np.ndarray  # (E + 1,) episode e spans rows episode_rows[e]:episode_rows[e+1]
-    manifest: dict[str, Any]
+    manifest: dict[str, Any] = field(default_factory=dict)  # empty for rollouts not read from disk
+    # on-policy rollouts only (see collect/trace.py):
+    learn: np.ndarray | None = None  # (N,) bool, rows acted on now; the others are context
+    life_lost: np.ndarray | None = None  # (N,) bool, Atari: the step lost a life
 
     def __len__(self) -> int:
         return len(self.action)
@@ -114,26 +113,3 @@ def load(root: Path, shards: list[int] | None = None, newest_rows: int | None = 
         episode_rows=episode_rows,
         manifest=manifest,
     )
-
-
-@dataclass
-class Windows:
-    """A batch of B windows of K rows; index[b, k] is the row, mask[b, k] False on padding."""
-
-    index: np.ndarray  # (B, K) int64
-    mask: np.ndarray  # (B, K) bool
-
-
-def window_indices(data: Transitions, ends: np.ndarray, context: int) -> Windows:
-    """Windows of ``context`` rows ending at rows ``ends``, never crossing an episode start."""
-    offsets = np.arange(-context + 1, 1)  # (K,)
-    index = ends[:, None] + offsets[None, :]  # (B, K)
-    start = data.episode_start[ends][:, None]
-    mask = index >= start
-    return Windows(index=np.where(mask, index, start), mask=mask)
-
-
-def sample_windows(data: Transitions, batch_size: int, context: int, rng: np.random.Generator) -> Windows:
-    """Uniformly chosen end rows; each window holds up to ``context`` rows of one episode."""
-    ends = rng.integers(0, len(data), batch_size)
-    return window_indices(data, ends, context)

@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 from transformer_rl.datasets.format import (
     MANIFEST,
     arrow_schema,
-    atomic_write_bytes,
     is_dataset,
     new_manifest,
     read_manifest,
@@ -31,6 +30,7 @@ from transformer_rl.datasets.format import (
 )
 from transformer_rl.envs import EnvSpec, envpool_version
 from transformer_rl.errors import UsageError
+from transformer_rl.files import atomic_write_bytes
 
 
 @dataclass
@@ -271,3 +271,17 @@ def _remove_unlisted(root: Path, manifest: dict[str, Any]) -> None:
     for path in root.iterdir():
         if path.name not in listed and (path.suffix in (".parquet", ".tmp")):
             path.unlink()
+
+
+def truncate(root: Path, shards: int, segments: int) -> None:
+    """Cut the dataset back to its first ``shards`` shards and ``segments`` segments (what a
+    crashed `trl run` iteration appended after its last complete one): the manifest first,
+    then the shards it no longer lists."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    extra = manifest["shards"][shards:]
+    manifest["shards"] = manifest["shards"][:shards]
+    manifest["segments"] = manifest["segments"][:segments]
+    write_manifest(root, manifest)
+    for shard in extra:
+        (root / shard["file"]).unlink(missing_ok=True)

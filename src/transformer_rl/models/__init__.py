@@ -1,26 +1,87 @@
-"""Models behind one interface: model(obs (B,T,D), prev_action (B,T), mask) -> q, logits, value."""
+"""Models behind one interface: model(obs (B,T,D), prev_action (B,T), mask) -> q, logits, value.
+
+`ModelArgs` are the model options of `trl train` and `trl run`; `new_model` builds one and sets
+its observation scaling from the first data.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
+import os
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
 import torch.nn as nn
 
 from transformer_rl.errors import UsageError
 from transformer_rl.models.gpt import GPT, GPTConfig, ModelOutput
 from transformer_rl.models.mlp import MLP, MLPConfig
+from transformer_rl.settings import POSITIVE, Choice, ModelKind, check, setting
 
-__all__ = ["GPT", "GPTConfig", "MLP", "MLPConfig", "ModelOutput", "build_model", "model_config_dict"]
+if TYPE_CHECKING:
+    from transformer_rl.datasets.reader import Transitions
+    from transformer_rl.envs import EnvSpec
+
+__all__ = ["GPT", "GPTConfig", "MLP", "MLPConfig", "ModelArgs", "ModelOutput", "build_model",
+           "model_config_dict", "new_model"]
+
+
+class RamNorm(Choice):
+    data = "data"
+    fixed = "fixed"
+
+
+@dataclass
+class ModelArgs:
+    model: ModelKind = setting(ModelKind.gpt, "gpt (transformer) or mlp (dense baseline).")
+    context: int = setting(GPTConfig.context, "GPT context: timesteps per window (MLP: 1).", POSITIVE)
+    n_layer: int = setting(GPTConfig.n_layer, "Transformer blocks / MLP hidden layers.", POSITIVE)
+    n_head: int = setting(GPTConfig.n_head, "GPT attention heads.", POSITIVE)
+    n_embd: int = setting(GPTConfig.n_embd, "GPT embedding width.", POSITIVE)
+    hidden: int = setting(MLPConfig.hidden, "MLP hidden width.", POSITIVE)
+    ram_norm: RamNorm = setting(RamNorm.data, "Byte observations: data (per byte, scaled from the "
+                                "first data) or fixed (/255).")
+
+    def validate(self) -> None:
+        check(self)
+        if self.model == ModelKind.gpt and self.n_embd % self.n_head:
+            raise UsageError(f"--n-embd {self.n_embd} must be a multiple of --n-head {self.n_head}")
+
+    @property
+    def window(self) -> int:
+        """Timesteps the model sees at once."""
+        return self.context if self.model == ModelKind.gpt else 1
+
+    def config(self, spec: EnvSpec) -> dict[str, Any]:
+        base = {"obs_dim": spec.obs_dim, "num_actions": spec.num_actions, "model": str(self.model)}
+        if self.model == ModelKind.gpt:
+            return {**base, "context": self.context, "n_layer": self.n_layer,
+                    "n_head": self.n_head, "n_embd": self.n_embd}
+        return {**base, "hidden": self.hidden, "n_layer": self.n_layer}
+
+
+def new_model(spec: EnvSpec, args: ModelArgs, data: Transitions, seed: int) -> nn.Module:
+    """A fresh model (seeded) whose observation scaling comes from ``data``."""
+    args.validate()
+    torch.manual_seed(seed)
+    model = build_model(args.config(spec))
+    obs = data.obs.astype(np.float64)
+    if spec.obs_dtype == "uint8" and args.ram_norm == RamNorm.fixed:  # a fixed scale: bytes never
+        mean, std = np.zeros(spec.obs_dim), np.full(spec.obs_dim, 255.0)  # seen early stay sane
+    else:  # early (random-policy) data understates how far later states range (CartPole's x):
+        # scale so that the data's extremes land within +-5, not only by the std
+        mean = obs.mean(0)
+        std = np.maximum(obs.std(0), np.abs(obs - mean).max(0) / 5)
+        # bytes: at least 8 (a byte constant in the first data may move later)
+        std = np.maximum(std, 8.0) if spec.obs_dtype == "uint8" else std + 1e-3
+    model.set_obs_normalization(torch.as_tensor(mean), torch.as_tensor(std))
+    return model
 
 
 def configure_torch() -> None:
     """One intra-op thread unless TRL_TORCH_THREADS says otherwise: these models are small, and
     torch's spinning worker threads fight EnvPool's for the cores (seen: 3 ms per tiny op)."""
-    import os
-
-    import torch
-
     torch.set_num_threads(int(os.environ.get("TRL_TORCH_THREADS", "1")))
 
 

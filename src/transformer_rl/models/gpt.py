@@ -18,10 +18,10 @@ import torch.nn.functional as F
 class GPTConfig:
     obs_dim: int
     num_actions: int
-    context: int = 16  # K: timesteps per window (block_size)
+    context: int = 8  # K: timesteps per window (block_size)
     n_layer: int = 2
     n_head: int = 2
-    n_embd: int = 64
+    n_embd: int = 32
     dropout: float = 0.0
     prev_action: bool = True  # add an embedding of the previous action to each token
     gated: bool = False  # learned sigmoid gate on each residual branch (a GTrXL-style stabiliser)

@@ -8,9 +8,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from transformer_rl.envs import EnvSpec
 from transformer_rl.errors import UsageError
+from transformer_rl.files import atomic_write_dir
 from transformer_rl.models import build_model, model_config_dict
 
 CHECKPOINT_VERSION = 1
@@ -31,7 +30,7 @@ class Checkpoint:
     spec: EnvSpec
     algo: str
     meta: dict[str, Any]  # config.json as read
-    optimizer_state: dict[str, Any] | None
+    learner_state: dict[str, Any]  # {"optimizer": state dict or None, "updates": int}
 
 
 def save(
@@ -40,36 +39,40 @@ def save(
     spec: EnvSpec,
     algo: str,
     *,
-    optimizer: torch.optim.Optimizer | None = None,
+    learner_state: dict[str, Any] | None = None,
     counters: dict[str, Any] | None = None,
     train_config: dict[str, Any] | None = None,
 ) -> None:
-    """Write atomically: into a temporary sibling directory, then rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, tmp / "model.safetensors")
+    """Write atomically: into a temporary sibling directory, then swap it in for ``path``."""
+    learner_state = learner_state or {}
+    counters = {**(counters or {}), "updates": learner_state.get("updates", 0)}
     config = {
         "checkpoint_version": CHECKPOINT_VERSION,
-        "algo": algo,
+        "algo": str(algo),
         "model": model_config_dict(model),
         "env": spec.to_json(),
-        "counters": counters or {},
+        "counters": counters,
         "train_config": train_config or {},
     }
-    (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    if optimizer is not None:
-        tensors, groups = _flatten_optimizer(optimizer.state_dict())
-        save_file(tensors, tmp / "optimizer.safetensors")
-        (tmp / "optimizer.json").write_text(json.dumps(groups) + "\n")
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+
+    def fill(tmp: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(config, indent=1, default=_jsonable) + "\n")
+        if learner_state.get("optimizer") is not None:
+            tensors, groups = _flatten_optimizer(learner_state["optimizer"])
+            save_file(tensors, tmp / "optimizer.safetensors")
+            (tmp / "optimizer.json").write_text(json.dumps(groups) + "\n")
+
+    atomic_write_dir(Path(path), fill)
+
+
+def _jsonable(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def load(path: Path, *, spec: EnvSpec | None = None) -> Checkpoint:
@@ -98,7 +101,8 @@ def load(path: Path, *, spec: EnvSpec | None = None) -> Checkpoint:
             load_file(path / "optimizer.safetensors"),
             json.loads((path / "optimizer.json").read_text()),
         )
-    return Checkpoint(model, ckpt_spec, meta["algo"], meta, optimizer_state)
+    updates = meta.get("counters", {}).get("updates", 0)
+    return Checkpoint(model, ckpt_spec, meta["algo"], meta, {"optimizer": optimizer_state, "updates": updates})
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -12,31 +12,40 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.datasets.reader import Transitions
-from transformer_rl.train.sequences import Sequences, build_sequences, to_tensor
+from transformer_rl.datasets.sequences import Sequences, build_sequences
+from transformer_rl.settings import POSITIVE, UNIT, Range, setting
+from transformer_rl.train.learner import Progress, load_optimizer_state, optimizer_state, to_tensor
 
 
 @dataclass
 class DQNConfig:
-    updates: int = 1000  # gradient steps per `train_dqn` call
-    batch_size: int = 64  # windows per gradient step
-    lr: float = 5e-4  # Adam learning rate
-    gamma: float = 0.99  # discount
-    n_step: int = 3  # n-step returns
-    target_every: int = 200  # gradient steps between target-network copies
-    max_grad_norm: float = 10.0  # gradient clipping
-    replay_rows: int = 100_000  # the replay: the dataset's newest shards holding this many rows
-    huber_delta: float = 1.0
+    updates: int = setting(1000, "Gradient steps (per iteration in `run`).", POSITIVE)
+    batch: int = setting(64, "Windows per gradient step.", POSITIVE)
+    lr: float = setting(5e-4, "Adam learning rate.", POSITIVE)
+    gamma: float = setting(0.99, "Discount.", UNIT)
+    n_step: int = setting(3, "n-step returns.", Range(ge=1))
+    replay_rows: int = setting(100_000, "The replay: the dataset's newest shards holding this many rows.",
+                               POSITIVE)
+    target_every: int = setting(200, "Gradient steps between target-network copies.", POSITIVE)
+    max_grad_norm: float = setting(10.0, "Gradient clipping (global norm).", POSITIVE)
+    huber_delta: float = setting(1.0, "Huber loss: quadratic below this TD error.", POSITIVE)
+    # epsilon-greedy collection in `run`, linear over total env steps
+    eps_start: float = setting(1.0, "Exploration: epsilon at the first step.", UNIT)
+    eps_end: float = setting(0.02, "Exploration: final epsilon.", UNIT)
+    eps_decay_steps: int = setting(40_000, "Exploration: env steps from eps-start to eps-end.", POSITIVE)
 
-    def to_json(self) -> dict:
-        return asdict(self)
+    def epsilon_at(self, env_steps: int) -> float:
+        frac = min(1.0, env_steps / self.eps_decay_steps)
+        return self.eps_start + frac * (self.eps_end - self.eps_start)
 
 
 def n_step_targets(
@@ -86,7 +95,7 @@ class DQNBatcher:
             data.reward, data.terminated, data.episode_rows, cfg.gamma, cfg.n_step
         )
         self.action = data.action
-        self.context, self.device, self.batch_size = context, device, cfg.batch_size
+        self.context, self.device, self.batch_size = context, device, cfg.batch
         self.n_step = cfg.n_step
 
     def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -117,59 +126,59 @@ class DQNBatcher:
         }
 
 
-@dataclass
-class DQNState:
-    """What persists between `train_dqn` calls in one process (a `trl run`)."""
+class DQNLearner:
+    """Online network (the model), target network, Adam; ``update`` runs ``cfg.updates`` steps."""
 
-    optimizer: torch.optim.Optimizer
-    target: torch.nn.Module | None  # None for PPO, which shares this holder
-    updates: int = 0
+    on_policy = False
+    log_keys = ("charts/epsilon", "losses/td_loss")
 
+    def __init__(self, model: torch.nn.Module, cfg: DQNConfig):
+        self.model, self.cfg = model, cfg
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.target = copy.deepcopy(model).requires_grad_(False)
+        self.updates = 0
+        self.epsilon = cfg.eps_start  # of the latest behaviour policy (iteration 1 plays at random)
 
-def new_state(model: torch.nn.Module, cfg: DQNConfig) -> DQNState:
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    target = copy.deepcopy(model).requires_grad_(False)
-    return DQNState(optimizer, target)
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]) -> ModelPolicy:
+        self.epsilon = self.cfg.epsilon_at(env_steps)
+        return ModelPolicy(self.model, num_envs, "epsilon", algo="dqn", epsilon=self.epsilon, seed=seed,
+                           describe=describe)
 
+    def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:
+        """``cfg.updates`` gradient steps on windows sampled from ``data``; returns mean metrics."""
+        cfg, model = self.cfg, self.model
+        batcher = DQNBatcher(data, model.config.num_actions, cfg, model.config.context,
+                             next(model.parameters()).device)
+        rng = np.random.default_rng(seed)
+        model.train()
+        losses, qs = [], []
+        start = time.perf_counter()
+        for i in range(cfg.updates):
+            loss, q_taken = dqn_loss(model, self.target, batcher.sample(rng), cfg.huber_delta)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.updates += 1
+            if self.updates % cfg.target_every == 0:
+                self.target.load_state_dict(model.state_dict())
+            losses.append(loss.item())
+            qs.append(q_taken.mean().item())
+            if progress is not None and (i + 1) % 50 == 0:
+                progress(i + 1, cfg.updates, {"loss": float(np.mean(losses[-50:]))})
+        model.eval()
+        wall = time.perf_counter() - start
+        return {
+            "losses/td_loss": float(np.mean(losses)),
+            "losses/q_values": float(np.mean(qs)),
+            "charts/epsilon": round(self.epsilon, 4),
+            "charts/updates_per_s": cfg.updates / max(wall, 1e-9),
+            "charts/train_s": wall,
+            "charts/replay_rows": len(data),
+        }
 
-def train_dqn(
-    model: torch.nn.Module,
-    data: Transitions,
-    cfg: DQNConfig,
-    state: DQNState,
-    *,
-    seed: int = 0,
-    progress: Callable[[dict], None] | None = None,
-) -> dict[str, float]:
-    """``cfg.updates`` gradient steps on windows sampled from ``data``; returns mean metrics."""
-    device = next(model.parameters()).device
-    batcher = DQNBatcher(data, model.config.num_actions, cfg, model.config.context, device)
-    rng = np.random.default_rng(seed)
-    model.train()
-    losses, qs = [], []
-    start = time.perf_counter()
-    for i in range(cfg.updates):
-        batch = batcher.sample(rng)
-        loss, q_taken = dqn_loss(model, state.target, batch, cfg.huber_delta)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        state.optimizer.step()
-        state.updates += 1
-        if state.updates % cfg.target_every == 0:
-            state.target.load_state_dict(model.state_dict())
-        losses.append(loss.item())
-        qs.append(q_taken.mean().item())
-        if progress is not None and (i + 1) % 50 == 0:
-            elapsed = time.perf_counter() - start
-            progress({"update": i + 1, "loss": float(np.mean(losses[-50:])),
-                      "q": float(np.mean(qs[-50:])), "updates_per_s": (i + 1) / elapsed})
-    model.eval()
-    wall = time.perf_counter() - start
-    return {
-        "losses/td_loss": float(np.mean(losses)) if losses else float("nan"),
-        "losses/q_values": float(np.mean(qs)) if qs else float("nan"),
-        "charts/updates_per_s": cfg.updates / max(wall, 1e-9),
-        "charts/train_s": wall,
-        "charts/replay_rows": len(data),
-    }
+    def state_dict(self) -> dict[str, Any]:
+        return optimizer_state(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_optimizer_state(self, state)

@@ -13,32 +13,34 @@ V(final_obs) at truncation and never at termination.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from transformer_rl.collect.rollout import Trace
+from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.datasets.reader import Transitions
-from transformer_rl.train.sequences import Sequences, build_sequences, to_tensor
+from transformer_rl.datasets.sequences import Sequences, build_sequences
+from transformer_rl.settings import NON_NEGATIVE, POSITIVE, UNIT, setting
+from transformer_rl.train.learner import Progress, load_optimizer_state, optimizer_state, to_tensor
 
 
 @dataclass
 class PPOConfig:
-    epochs: int = 4  # passes over each iteration's rollouts
-    minibatch_rows: int = 128  # rows (each with its K-step context window) per gradient step
-    lr: float | None = 2.5e-4  # None: the preset's (`trl run`)
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2  # surrogate clipping
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    reward_clip: bool | None = None  # train on sign(reward) (Atari); evaluation reports the real score
-    episodic_life: bool | None = None  # a lost life ends the return in training (Atari); play goes on
-
-    def to_json(self) -> dict:
-        return asdict(self)
+    epochs: int = setting(4, "Passes over each rollout (over the data for `train`).", POSITIVE)
+    batch: int = setting(128, "Rows per gradient step, each with its K-step window.", POSITIVE)
+    lr: float = setting(2.5e-4, "Adam learning rate.", POSITIVE)
+    gamma: float = setting(0.99, "Discount.", UNIT)
+    gae_lambda: float = setting(0.95, "GAE lambda.", UNIT)
+    clip: float = setting(0.2, "Surrogate clipping.", POSITIVE)
+    ent_coef: float = setting(0.01, "Entropy bonus.", NON_NEGATIVE)
+    vf_coef: float = setting(0.5, "Value loss weight.", NON_NEGATIVE)
+    max_grad_norm: float = setting(0.5, "Gradient clipping (global norm).", POSITIVE)
+    replay_rows: int = setting(100_000, "For `trl train`: the dataset's newest shards holding this many rows.",
+                               POSITIVE)
+    reward_clip: bool = setting(False, "Train on sign(reward) (Atari); evaluation reports the real score.")
+    episodic_life: bool = setting(False, "A lost life ends the return in training (Atari); play goes on.")
 
 
 def gae(reward: np.ndarray, value: np.ndarray, next_value: np.ndarray, terminated: np.ndarray,
@@ -58,64 +60,6 @@ def gae(reward: np.ndarray, value: np.ndarray, next_value: np.ndarray, terminate
         running = delta[t] + gamma * lam * running
         adv[t] = running
     return adv.astype(np.float32)
-
-
-def rollout_transitions(trace: Trace) -> tuple[Transitions, np.ndarray, np.ndarray]:
-    """A rollout as Transitions of episode fragments, which rows to learn from, and which rows
-    lost a life (Atari; all False otherwise).
-
-    Per env, entry t and t+1 form a transition when entry t+1 is not an autoreset. A fragment
-    (a run of transitions) ends where its episode ends (final_obs = the final observation) or
-    where the rollout ends (final_obs = the observation not acted on yet; never terminated, so
-    GAE bootstraps from it). Rows acted on in earlier rollouts are context, not learned from.
-    """
-    t_len, n_envs = trace.elapsed.shape
-    parts = []
-    for env in range(n_envs):
-        src = np.flatnonzero(trace.elapsed[1:, env] > 0)  # entry -> next entry is a transition
-        if not len(src):
-            continue
-        new_fragment = np.ones(len(src), bool)
-        new_fragment[1:] = np.diff(src) != 1
-        starts = np.flatnonzero(new_fragment)
-        lengths = np.diff(np.append(starts, len(src)))
-        last = src[starts + lengths - 1] + 1  # the entry after each fragment's last row
-        parts.append((env, src, lengths, last))
-    src_t = np.concatenate([p[1] for p in parts])
-    src_env = np.concatenate([np.full(len(p[1]), p[0]) for p in parts])
-    lengths = np.concatenate([p[2] for p in parts])
-    last_t = np.concatenate([p[3] for p in parts])
-    last_env = np.concatenate([np.full(len(p[2]), p[0]) for p in parts])
-    keep = last_t - 1 >= trace.prefix  # fragments with at least one row acted on in this rollout
-    row_keep = np.repeat(keep, lengths)
-    src_t, src_env, lengths = src_t[row_keep], src_env[row_keep], lengths[keep]
-    last_t, last_env = last_t[keep], last_env[keep]
-    episode_rows = np.concatenate([[0], np.cumsum(lengths)])
-    n = len(src_t)
-    is_last = np.zeros(n, bool)
-    is_last[episode_rows[1:] - 1] = True
-    terminated = np.zeros(n, bool)
-    terminated[is_last] = trace.terminated[last_t, last_env]
-    data = Transitions(
-        obs=trace.obs[src_t, src_env],
-        action=trace.action[src_t, src_env].astype(np.int64),
-        reward=trace.reward[src_t + 1, src_env],
-        terminated=terminated,
-        truncated=is_last & ~terminated,  # by the time limit or by the rollout's end: bootstrap
-        episode_id=np.repeat(np.arange(len(lengths)), lengths),
-        env_index=src_env.astype(np.int32),
-        step=trace.elapsed[src_t, src_env].astype(np.int32),
-        logp=trace.logp[src_t, src_env],
-        value=np.full(n, np.nan, np.float32),
-        episode_start=np.repeat(episode_rows[:-1], lengths),
-        final_obs=trace.obs[last_t, last_env],
-        episode_rows=episode_rows,
-        manifest={},
-    )
-    life_lost = np.zeros(n, bool)
-    if trace.lives is not None:
-        life_lost = trace.lives[src_t + 1, src_env] < trace.lives[src_t, src_env]
-    return data, src_t >= trace.prefix, life_lost
 
 
 @torch.no_grad()
@@ -155,54 +99,76 @@ def ppo_loss(model, batch: dict[str, torch.Tensor], cfg: PPOConfig):
                   "losses/clipfrac": clipfrac.item()}
 
 
-def train_ppo(model, data: Transitions, cfg: PPOConfig, optimizer: torch.optim.Optimizer,
-              *, seed: int = 0, learn: np.ndarray | None = None,
-              life_lost: np.ndarray | None = None) -> dict[str, float]:
-    """Several epochs over one iteration's rollouts; every row (of ``learn``, if given; other
-    rows are context) is a loss position once per epoch. With ``cfg.episodic_life``, rows that
-    lost a life count as terminal for the returns."""
-    learn = np.ones(len(data), bool) if learn is None else learn
-    if np.isnan(data.logp[learn]).any():
-        raise ValueError("PPO needs the behaviour policy's logp in the dataset (collect with it)")
-    device = next(model.parameters()).device
-    k = model.config.context
-    seq = build_sequences(data, model.config.num_actions)
-    model.eval()
-    values = step_values(model, seq)
-    value, next_value = values[seq.step_of_row], values[seq.step_of_row + 1]
-    reward = np.sign(data.reward) if cfg.reward_clip else data.reward
-    terminal = data.terminated | (life_lost if cfg.episodic_life and life_lost is not None else False)
-    adv = gae(reward, value, next_value, terminal, data.episode_rows,
-              cfg.gamma, cfg.gae_lambda)
-    ret = adv + value
-    # each learned row sees exactly the window it acted on: the K steps ending at it, within
-    # its episode (the rollout keeps the K steps before it as context)
-    rows = np.flatnonzero(learn)
-    rng = np.random.default_rng(seed)
-    model.train()
-    logs: list[dict[str, float]] = []
-    start = time.perf_counter()
-    for _ in range(cfg.epochs):
-        for chunk in np.array_split(rng.permutation(rows), max(1, len(rows) // cfg.minibatch_rows)):
-            index, mask = seq.windows(seq.step_of_row[chunk], k)  # (B, K)
-            batch = {
-                "obs": to_tensor(seq.obs[index], device),
-                "prev_action": to_tensor(seq.prev_action[index], device),
-                "mask": to_tensor(mask, device),
-                "action": to_tensor(data.action[chunk], device),
-                "old_logp": to_tensor(data.logp[chunk], device),
-                "adv": to_tensor(adv[chunk], device),
-                "ret": to_tensor(ret[chunk], device),
-            }
-            loss, info = ppo_loss(model, batch, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            logs.append(info)
-    model.eval()
-    explained = 1 - np.var((ret - value)[learn]) / (np.var(ret[learn]) + 1e-8)
-    metrics = {key: float(np.mean([x[key] for x in logs])) for key in logs[0]}
-    return {**metrics, "losses/explained_variance": float(explained),
-            "charts/train_s": time.perf_counter() - start, "charts/rows": int(learn.sum()),
-            "charts/updates": len(logs)}
+class PPOLearner:
+    """Adam over the model; ``update`` runs several epochs over one rollout."""
+
+    on_policy = True
+    log_keys = ("losses/approx_kl", "losses/policy_loss")
+
+    def __init__(self, model: torch.nn.Module, cfg: PPOConfig):
+        self.model, self.cfg = model, cfg
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5)
+        self.updates = 0
+
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]) -> ModelPolicy:
+        return ModelPolicy(self.model, num_envs, "sample", algo="ppo", seed=seed, describe=describe)
+
+    def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:
+        """Every row of ``data.learn`` (all rows if None; the others are context) is a loss
+        position once per epoch. With ``cfg.episodic_life``, rows that lost a life are terminal
+        for the returns."""
+        cfg, model = self.cfg, self.model
+        learn = np.ones(len(data), bool) if data.learn is None else data.learn
+        if np.isnan(data.logp[learn]).any():
+            raise ValueError("PPO needs the behaviour policy's logp in the dataset (collect with it)")
+        device, k = next(model.parameters()).device, model.config.context
+        seq = build_sequences(data, model.config.num_actions)
+        model.eval()
+        values = step_values(model, seq)
+        value, next_value = values[seq.step_of_row], values[seq.step_of_row + 1]
+        reward = np.sign(data.reward) if cfg.reward_clip else data.reward
+        terminal = data.terminated
+        if cfg.episodic_life and data.life_lost is not None:
+            terminal = terminal | data.life_lost
+        adv = gae(reward, value, next_value, terminal, data.episode_rows, cfg.gamma, cfg.gae_lambda)
+        ret = adv + value
+        rows = np.flatnonzero(learn)
+        rng = np.random.default_rng(seed)
+        n_batches = max(1, len(rows) // cfg.batch)
+        model.train()
+        logs: list[dict[str, float]] = []
+        start = time.perf_counter()
+        for _ in range(cfg.epochs):
+            for chunk in np.array_split(rng.permutation(rows), n_batches):
+                # each row sees exactly the window it acted on: the K steps ending at it
+                index, mask = seq.windows(seq.step_of_row[chunk], k)  # (B, K)
+                batch = {
+                    "obs": to_tensor(seq.obs[index], device),
+                    "prev_action": to_tensor(seq.prev_action[index], device),
+                    "mask": to_tensor(mask, device),
+                    "action": to_tensor(data.action[chunk], device),
+                    "old_logp": to_tensor(data.logp[chunk], device),
+                    "adv": to_tensor(adv[chunk], device),
+                    "ret": to_tensor(ret[chunk], device),
+                }
+                loss, info = ppo_loss(model, batch, cfg)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                logs.append(info)
+                if progress is not None:
+                    progress(len(logs), cfg.epochs * n_batches, {"loss": info["losses/policy_loss"]})
+        model.eval()
+        self.updates += len(logs)
+        explained = 1 - np.var((ret - value)[learn]) / (np.var(ret[learn]) + 1e-8)
+        metrics = {key: float(np.mean([x[key] for x in logs])) for key in logs[0]}
+        return {**metrics, "losses/explained_variance": float(explained),
+                "charts/train_s": time.perf_counter() - start, "charts/rows": int(learn.sum()),
+                "charts/updates": len(logs)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return optimizer_state(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_optimizer_state(self, state)

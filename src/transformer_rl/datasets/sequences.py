@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from transformer_rl.datasets.reader import Transitions
 
@@ -57,6 +56,3 @@ def build_sequences(data: Transitions, num_actions: int) -> Sequences:
     stop = np.repeat(final_step, lengths + 1)
     return Sequences(obs, prev_action, row, start, stop, step_of_row)
 
-
-def to_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)

@@ -1,0 +1,298 @@
+"""`trl`: the command line. Thin: each command parses, then calls one plain function."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from transformer_rl import __version__
+from transformer_rl.cli.common import console, err_console, user_errors
+from transformer_rl.cli.datasets import datasets_app
+from transformer_rl.cli.options import with_settings
+from transformer_rl.config import PRESETS, RunConfig
+from transformer_rl.errors import UsageError
+from transformer_rl.models import ModelArgs
+from transformer_rl.settings import Algo, EvalMode, fill
+from transformer_rl.train import LEARNERS
+
+app = typer.Typer(
+    help="Teach GPT-style transformers to play games: collect, train, eval, run.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(datasets_app, name="datasets")
+
+ENV_PANEL = "Environment"
+DATA_PANEL = "Data"
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"trl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Teach GPT-style transformers to play games."""
+
+
+EnvOpt = Annotated[
+    str,
+    typer.Option(
+        "--env", help="EnvPool id (CartPole-v1, Acrobot-v1, ...) or <Game>-ram for Atari RAM.",
+        rich_help_panel=ENV_PANEL,
+    ),
+]
+StickyOpt = Annotated[
+    float | None,
+    typer.Option(help="Atari sticky-action probability (ALE v5 default 0.25).", rich_help_panel=ENV_PANEL),
+]
+FrameSkipOpt = Annotated[
+    int | None, typer.Option(help="Atari frame skip (ALE v5 default 4).", rich_help_panel=ENV_PANEL)
+]
+
+
+def _collect_progress(total: int, unit: str):
+    progress = Progress(
+        TextColumn("[bold]collect"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} " + unit),
+        TextColumn("{task.fields[sps]:,.0f} steps/s"),
+        TextColumn("{task.fields[episodes]:,} episodes"),
+        TextColumn("return {task.fields[mean_return]:.1f}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+    task = progress.add_task("collect", total=total, sps=0.0, episodes=0, mean_return=0.0)
+
+    def update(stats, already: int = 0) -> None:
+        if not progress.live.is_started:  # started on first news, so errors print alone
+            progress.start()
+        recent = stats.returns[-100:]
+        done = stats.rows if unit == "steps" else stats.episodes
+        progress.update(
+            task,
+            completed=min(total, already + done),
+            sps=stats.steps_per_s,
+            episodes=stats.episodes,
+            mean_return=sum(recent) / len(recent) if recent else 0.0,
+        )
+
+    return progress, update
+
+
+@app.command()
+@user_errors
+def collect(
+    env: EnvOpt,
+    out: Annotated[Path, typer.Option(help="Dataset directory to create (or continue with --resume).")],
+    steps: Annotated[int | None, typer.Option(help="Stop after this many recorded transitions.")] = None,
+    episodes: Annotated[int | None, typer.Option(help="Stop after this many recorded episodes.")] = None,
+    num_envs: Annotated[int, typer.Option(help="Envs in the EnvPool pool.")] = 8,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Async EnvPool: envs per batch, < --num-envs.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Base seed: env stream i is seeded seed + i.")] = 0,
+    policy: Annotated[str, typer.Option(help="Behaviour policy: random.")] = "random",
+    resume: Annotated[
+        bool, typer.Option(help="Continue the dataset at --out until the target is reached.")
+    ] = False,
+    shard_rows: Annotated[int, typer.Option(help="Rows per Parquet shard.", rich_help_panel=DATA_PANEL)] = 100_000,
+    sticky: StickyOpt = None,
+    frame_skip: FrameSkipOpt = None,
+) -> None:
+    """Play an environment with EnvPool and write whole episodes to a Parquet dataset.
+
+    Example: trl collect --env CartPole-v1 --steps 100000 --num-envs 8 --out data/cartpole
+    """
+    from transformer_rl import envs
+    from transformer_rl.collect.policies import RandomPolicy
+    from transformer_rl.collect.rollout import CollectConfig
+    from transformer_rl.collect.rollout import collect as run_collect
+
+    cfg = CollectConfig(steps=steps, episodes=episodes, num_envs=num_envs, batch_size=batch_size,
+                        seed=seed, shard_rows=shard_rows)
+    cfg.validate()
+    spec = envs.resolve(env, sticky=sticky, frame_skip=frame_skip)
+    if policy != "random":
+        raise UsageError(f"unknown --policy {policy!r}: use random (trained policies: `trl eval --record`)")
+    behaviour = RandomPolicy(spec.num_actions, seed)
+    progress, update = _collect_progress(steps or episodes, "steps" if steps else "episodes")
+    try:
+        stats = run_collect(spec, out, behaviour, cfg, append=resume, progress=update)
+    finally:
+        progress.stop()
+    console.print(
+        f"{stats.rows:,} transitions in {stats.episodes:,} episodes -> {out} "
+        f"(dataset: {stats.dataset_rows:,} rows, {stats.dataset_episodes:,} episodes; "
+        f"{stats.steps_per_s:,.0f} env steps/s)"
+    )
+
+
+@app.command("envs")
+def list_envs(
+    match: Annotated[str, typer.Argument(help="Only ids containing this text.")] = "",
+) -> None:
+    """List the env ids trl accepts (Atari games as <Game>-ram)."""
+    from transformer_rl import envs
+
+    ids = [i for i in envs.known_ids() if match.lower() in i.lower()]
+    console.print("\n".join(ids))
+
+
+MODEL_PANEL, TRAIN_PANEL, RUN_PANEL = "Model", "Training", "Run"
+LEARNER_SETTINGS = {str(algo): cls for algo, (cls, _) in LEARNERS.items()}
+AlgoOpt = Annotated[Algo, typer.Option(help="The learning algorithm (see Training options).")]
+
+
+def _train_progress(algo: Algo):
+    progress = Progress(TextColumn(f"[bold]train {algo}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total} updates  loss {task.fields[loss]:.4f}"),
+                        TimeElapsedColumn(), console=err_console)
+    task = progress.add_task("train", total=None, loss=0.0)
+
+    def update(done: int, total: int, metrics: dict) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=done, total=total, loss=metrics["loss"])
+
+    return progress, update
+
+
+@app.command()
+@user_errors
+@with_settings({MODEL_PANEL: {"model": ModelArgs}, TRAIN_PANEL: LEARNER_SETTINGS})
+def train(
+    data: Annotated[Path, typer.Option(help="Dataset directory to train on.")],
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
+    algo: AlgoOpt = Algo.dqn,
+    init: Annotated[Path | None, typer.Option(help="Continue from this checkpoint.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for init and sampling.")] = 0,
+    given: dict | None = None,
+) -> None:
+    """Train a model on a dataset (its newest --replay-rows rows) and write a checkpoint.
+
+    PPO learns from rows that recorded the behaviour policy's logp (a `trl run --algo ppo` dataset).
+
+    Example: trl train --algo dqn --data data/cartpole --out ckpt/cartpole
+    """
+    from transformer_rl.train.offline import train as run_train
+
+    built = fill({"model": ModelArgs, "learner": LEARNERS[algo][0]}, given or {}, f"to --algo {algo}")
+    if init is not None and any(k in {f.name for f in fields(ModelArgs)} for k in given or {}):
+        raise UsageError("model options do not apply with --init: the checkpoint's model is trained")
+    progress, update = _train_progress(algo)
+    try:
+        result = run_train(data, out, algo=algo, model_args=built["model"], config=built["learner"],
+                           init=init, seed=seed, progress=update)
+    finally:
+        progress.stop()
+    shown = "  ".join(f"{k.split('/')[-1]} {result[k]:.4g}" for k in LEARNERS[algo][1].log_keys if k in result)
+    console.print(f"{result['parameters']:,} parameters; {shown}; checkpoint -> {out}")
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    ckpt: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
+    episodes: Annotated[int, typer.Option(help="Episodes, one per env.")] = 100,
+    seed: Annotated[int, typer.Option(help="Evaluation seed.")] = 1_000_000,
+    record: Annotated[Path | None, typer.Option(help="Write the episodes as a dataset here.")] = None,
+    gif: Annotated[Path | None, typer.Option(help="Write a GIF of the first episode here.")] = None,
+    report: Annotated[Path | None, typer.Option(help="report.json path (default: <CKPT>/report.json).")] = None,
+    mode: Annotated[EvalMode, typer.Option(help="greedy, or sample from the policy (PPO checkpoints).")]
+    = EvalMode.greedy,
+) -> None:
+    """Play a checkpoint (greedily by default) and write report.json.
+
+    Example: trl eval runs/default/checkpoints/best --episodes 100 --gif cartpole.gif
+    """
+    from transformer_rl.evaluate.evaluate import evaluate, write_report
+    from transformer_rl.train import checkpoint
+
+    loaded = checkpoint.load(ckpt)
+    result = evaluate(loaded.model, loaded.spec, loaded.algo, episodes=episodes, seed=seed,
+                      record=record, gif=gif, producer={"checkpoint": str(ckpt)}, mode=mode)
+    write_report(result, report or ckpt / "report.json")
+    console.print(f"{result['episodes']} episodes: return {result['mean_return']:.1f} ± "
+                  f"{result['std_return']:.1f} (min {result['min_return']:.0f}, max "
+                  f"{result['max_return']:.0f}); report -> {report or ckpt / 'report.json'}")
+
+
+@app.command("run")
+@user_errors
+@with_settings({RUN_PANEL: {"run": RunConfig}, MODEL_PANEL: {"model": ModelArgs}, TRAIN_PANEL: LEARNER_SETTINGS},
+               presets=PRESETS)
+def run_command(
+    env: EnvOpt = "CartPole-v1",
+    algo: AlgoOpt = Algo.dqn,
+    name: Annotated[str, typer.Option(help="Run name: everything goes to <root>/<name>.",
+                                      rich_help_panel=RUN_PANEL)] = "default",
+    root: Annotated[Path, typer.Option(help="Directory of runs.", rich_help_panel=RUN_PANEL)] = Path("runs"),
+    seed: Annotated[int, typer.Option(help="Seed.", rich_help_panel=RUN_PANEL)] = 0,
+    given: dict | None = None,
+) -> None:
+    """Collect -> train -> eval, N iterations, under runs/<name>/ (resumable).
+
+    A default that lists a "preset" varies per algorithm and env family; what you give wins.
+
+    Example: trl run --env CartPole-v1 --algo dqn --model gpt --seed 1 --name cartpole-s1
+    """
+    from transformer_rl.pipeline import run
+
+    cfg = RunConfig.create(env, algo, name=name, root=root, seed=seed, **(given or {}))
+    report = run(cfg, log=console.print)
+    best = report["best"] or {}
+    console.print_json(json.dumps({k: report[k] for k in ("env", "algo", "model", "parameters",
+                                                           "iterations", "env_steps", "wall_s",
+                                                           "solved")}
+                                  | {"best_iteration": best.get("iteration"),
+                                     "best_eval_mean": best.get("mean_return")}))
+    console.print(f"run directory: {root / name} (report.json, metrics.jsonl, curve.png)")
+
+
+@app.command()
+@user_errors
+def bench(
+    env: EnvOpt = "CartPole-v1",
+    num_envs: Annotated[str, typer.Option(help="Comma-separated pool sizes.")] = "1,8,32,128",
+    async_: Annotated[bool, typer.Option("--async/--no-async", help="Also async EnvPool (batch = n/2).")] = True,
+    seconds: Annotated[float, typer.Option(help="Seconds per measurement.")] = 2.0,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")] = 3,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON.")] = None,
+) -> None:
+    """Env steps/s: raw EnvPool (sync/async), gymnasium's vector env, and trl collect to Parquet.
+
+    Example: trl bench --env Breakout-ram --num-envs 8,32 --json bench.json
+    """
+    from transformer_rl.bench import parse_num_envs, run_bench
+
+    sizes = parse_num_envs(num_envs)
+    if seconds <= 0 or rounds <= 0:
+        raise UsageError("--seconds and --rounds must be positive")
+    if json_path is not None and not json_path.parent.exists():
+        raise UsageError(f"--json {json_path}: directory {json_path.parent} does not exist")
+    rows = run_bench(env, sizes, include_async=async_, seconds=seconds, rounds=rounds)
+    table = Table("env", "num_envs", "mode", "steps/s", "x envpool (same mode)")
+    for r in rows:
+        table.add_row(r["env"], str(r["num_envs"]), r["mode"], f"{r['steps_per_s']:,}", f"{r['ratio']:.2f}")
+    console.print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def main() -> None:
+    app()

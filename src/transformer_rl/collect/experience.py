@@ -1,0 +1,94 @@
+"""Where each `trl run` iteration's experience comes from, by kind of learner.
+
+Both append whole episodes to the run's dataset and return (data for ``learner.update``,
+a summary of the play). Before the first update there is no model: the envs play uniformly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transformer_rl.collect.policies import RandomPolicy
+from transformer_rl.collect.rollout import CollectConfig, Collector, collect
+from transformer_rl.collect.trace import rollout_transitions
+from transformer_rl.datasets.format import read_manifest, totals
+from transformer_rl.datasets.reader import Transitions, load
+from transformer_rl.envs import EnvSpec
+
+
+def pool_seed(seed: int, num_envs: int, it: int) -> int:
+    """The pool seed of iteration ``it``: env i plays seed + i, so iterations' streams never
+    overlap within a run."""
+    return seed * 1000 + it * max(10, num_envs)
+
+
+def _summary(env_steps: int, returns: list[float], start: float) -> dict[str, Any]:
+    return {"env_steps": env_steps, "collect_s": time.perf_counter() - start,
+            "mean_return": float(np.mean(returns)) if returns else None}
+
+
+class ReplayExperience:
+    """Off-policy (DQN): each iteration plays ``steps_per_iteration`` more rows of fresh
+    episodes with a new pool; the learner gets the dataset's newest ``replay_rows`` rows."""
+
+    def __init__(self, spec: EnvSpec, data_dir: Path, cfg, first_iteration: int):
+        self.spec, self.data_dir, self.cfg = spec, data_dir, cfg
+
+    def play(self, it: int, learner, env_steps: int) -> tuple[Transitions, dict[str, Any]]:
+        cfg, start = self.cfg, time.perf_counter()
+        seed = pool_seed(cfg.seed, cfg.num_envs, it)
+        if learner is None:
+            policy = RandomPolicy(self.spec.num_actions, seed)
+        else:
+            policy = learner.behaviour(cfg.num_envs, seed, env_steps,
+                                       {"iteration": it - 1, "checkpoint": f"iter-{it - 1:03d}"})
+        exists = self.data_dir.exists()
+        rows_before = totals(read_manifest(self.data_dir))[0] if exists else 0
+        target = CollectConfig(steps=rows_before + cfg.steps_per_iteration, num_envs=cfg.num_envs, seed=seed)
+        stats = collect(self.spec, self.data_dir, policy, target, append=exists)
+        data = load(self.data_dir, newest_rows=cfg.learner.replay_rows)
+        return data, _summary(stats.env_steps, stats.returns, start)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class RolloutExperience:
+    """On-policy (PPO): one pool plays on across iterations (episodes do not restart when the
+    policy changes); each iteration is a rollout of ``steps_per_iteration`` env steps sampled
+    from the current policy, and the learner gets its episode fragments."""
+
+    def __init__(self, spec: EnvSpec, data_dir: Path, cfg, first_iteration: int):
+        self.spec, self.cfg = spec, cfg
+        self.seed = pool_seed(cfg.seed, cfg.num_envs, first_iteration)  # a resumed run: new streams
+        # the K steps before a rollout's first row, and one more so that the first of them
+        # has its previous action: every learned row then sees the window it acted on
+        producer = {"policy": "ppo-sample", "first_iteration": first_iteration,
+                    "note": "uniform random in iteration 1, then the policy as it trains"}
+        self.collector = Collector(spec, data_dir, CollectConfig(num_envs=cfg.num_envs, seed=self.seed),
+                                   producer=producer, append=data_dir.exists(),
+                                   trace_context=cfg.model.window + 1)
+        self.policy = None  # one policy for the whole stream: it keeps each env's context
+
+    def play(self, it: int, learner, env_steps: int) -> tuple[Transitions, dict[str, Any]]:
+        start, collector = time.perf_counter(), self.collector
+        if self.policy is None and learner is not None:
+            self.policy = learner.behaviour(self.cfg.num_envs, self.seed, env_steps, {})
+        returns_before, steps_before = len(collector.finished_returns), collector.stats.env_steps
+        policy = self.policy or RandomPolicy(self.spec.num_actions, self.seed, record_logp=True)
+        trace = collector.play(policy, env_steps=self.cfg.steps_per_iteration)
+        return rollout_transitions(trace), _summary(collector.stats.env_steps - steps_before,
+                                                    collector.finished_returns[returns_before:], start)
+
+    def flush(self) -> None:
+        self.collector.flush()  # finished episodes are listed before the run's state is
+
+    def close(self) -> None:
+        self.collector.close()

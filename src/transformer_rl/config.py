@@ -1,0 +1,80 @@
+"""`trl run`'s configuration and its presets per algorithm and env family."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformer_rl.envs import resolve
+from transformer_rl.errors import UsageError
+from transformer_rl.models import ModelArgs
+from transformer_rl.settings import POSITIVE, Algo, EvalMode, check, fill, setting
+from transformer_rl.train import LEARNERS
+
+
+@dataclass
+class RunConfig:
+    env: str = "CartPole-v1"
+    algo: Algo = Algo.dqn
+    name: str = "default"
+    root: Path = Path("runs")
+    seed: int = 0
+    iterations: int = setting(20, "Most collect -> train cycles (stops once solved).", POSITIVE)
+    steps_per_iteration: int = setting(10_000, "Env steps collected per iteration.", POSITIVE)
+    num_envs: int = setting(8, "Envs collecting.", POSITIVE)
+    eval_every: int = setting(1, "Evaluate and checkpoint every N iterations.", POSITIVE)
+    eval_episodes: int = setting(100, "Episodes per evaluation.", POSITIVE)
+    eval_mode: EvalMode = setting(EvalMode.greedy, "greedy, or sample from the policy (PPO).")
+    stop_at: float | None = setting(None, "Stop once an eval mean reaches this (none given: the "
+                                    "env's threshold, e.g. 475 for CartPole-v1).")
+    model: ModelArgs = field(default_factory=ModelArgs)
+    learner: Any = None  # the algorithm's config, LEARNERS[algo][0]; None: its defaults
+
+    def __post_init__(self) -> None:
+        if self.learner is None and self.algo in LEARNERS:
+            self.learner = LEARNERS[Algo(self.algo)][0]()
+
+    @classmethod
+    def create(cls, env: str = "CartPole-v1", algo: Algo = Algo.dqn, **settings: Any) -> RunConfig:
+        """The preset for ``env``'s family and ``algo``, then ``settings`` (setting name -> value,
+        flat: run, model and algorithm settings alike) on top."""
+        algo = Algo(algo)
+        family = "atari" if resolve(env).is_ram else "classic"
+        fixed = {k: settings.pop(k) for k in ("name", "root", "seed") if k in settings}
+        built = fill({"run": cls, "model": ModelArgs, "learner": LEARNERS[algo][0]},
+                     {**PRESETS[algo, family], **settings}, f"to --algo {algo}")
+        run = built["run"]
+        run.env, run.algo, run.model, run.learner = env, algo, built["model"], built["learner"]
+        for key, value in fixed.items():
+            setattr(run, key, value)
+        return run
+
+    def validate(self) -> None:
+        check(self)
+        self.model.validate()
+        if not isinstance(self.learner, LEARNERS[self.algo][0]):
+            raise UsageError(f"--algo {self.algo} needs a {LEARNERS[self.algo][0].__name__}")
+        if self.eval_mode == EvalMode.sample and self.algo != Algo.ppo:
+            raise UsageError("--eval-mode sample needs a policy: use it with --algo ppo")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["root"] = str(self.root)
+        return d
+
+
+# Settings per (algorithm, env family) that differ from the defaults; the command line wins.
+PRESETS: dict[tuple[Algo, str], dict[str, Any]] = {
+    # DQN: 10k steps of epsilon-greedy play, then 1000 updates on the newest 100k rows
+    (Algo.dqn, "classic"): {},
+    (Algo.dqn, "atari"): dict(iterations=100, steps_per_iteration=20_000, num_envs=16, eval_every=5,
+                              eval_episodes=16),
+    # PPO: rollouts of 128 steps per env; episodes carry on across iterations
+    (Algo.ppo, "classic"): dict(iterations=146, steps_per_iteration=1024, eval_every=5),
+    # Breakout & co: 32 envs, sampled evaluation (a greedy policy can stall, never pressing FIRE
+    # to serve); in training only, clipped rewards and a lost life ends the return; ~2M env steps
+    (Algo.ppo, "atari"): dict(iterations=488, steps_per_iteration=4096, num_envs=32, eval_every=25,
+                              eval_episodes=16, eval_mode=EvalMode.sample, lr=1e-3, reward_clip=True,
+                              episodic_life=True),
+}

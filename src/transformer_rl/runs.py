@@ -1,0 +1,137 @@
+"""A run directory, runs/<name>/: what `trl run` writes, and how it resumes.
+
+config.json and state.json are written (together, atomically) before the first step; state.json
+is replaced after each evaluated iteration, last. A rerun of the same command therefore resumes
+from any instant: what a killed iteration appended after the last committed state (dataset
+shards, metrics rows, a checkpoint) is rolled back first, then the iteration is redone.
+
+  config.json  data/  checkpoints/iter-NNN, best  evals/iter-NNN  reports/iter-NNN.json
+  metrics.jsonl  state.json  report.json  curve.png
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformer_rl.config import RunConfig
+from transformer_rl.datasets.format import is_dataset, read_manifest
+from transformer_rl.datasets.writer import truncate
+from transformer_rl.envs import EnvSpec
+from transformer_rl.errors import UsageError
+from transformer_rl.evaluate.evaluate import evaluate
+from transformer_rl.evaluate.plots import plot_runs
+from transformer_rl.files import atomic_write_dir, atomic_write_json, copy_dir
+from transformer_rl.train import checkpoint, new_learner
+from transformer_rl.train.learner import Learner
+
+
+class RunDir:
+    def __init__(self, cfg: RunConfig):
+        self.cfg, self.path = cfg, cfg.root / cfg.name
+        self.data = self.path / "data"
+        self.state: dict[str, Any] = {"iteration": 0, "env_steps": 0, "best": None, "wall_s": 0.0,
+                                      "shards": 0, "segments": 0, "solved": False}
+
+    def open(self, log) -> None:
+        """Create the run directory, or resume the one there (refusing another env, algorithm
+        or model) after rolling back what followed its last committed state."""
+        state_path = self.path / "state.json"
+        if state_path.is_file():
+            saved = json.loads((self.path / "config.json").read_text())
+            mine = self.cfg.to_json()
+            for key in ("env", "algo", "model"):
+                if saved[key] != mine[key]:
+                    raise UsageError(f"{self.path} is a run with {key} {_short(saved[key])}, not "
+                                     f"{_short(mine[key])}; rerun it with its options or choose another --name")
+            self.state = json.loads(state_path.read_text())
+            self._rollback()
+            if self.state["iteration"]:
+                log(f"resuming {self.path} after iteration {self.state['iteration']}")
+        elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise UsageError(f"{self.path} exists but holds no run state; choose another --name")
+        else:
+            def fill(tmp: Path) -> None:
+                (tmp / "config.json").write_text(json.dumps(self.cfg.to_json(), indent=1) + "\n")
+                (tmp / "state.json").write_text(json.dumps(self.state, indent=1) + "\n")
+
+            atomic_write_dir(self.path, fill)
+
+    def _rollback(self) -> None:
+        state = self.state
+        if is_dataset(self.data):
+            truncate(self.data, state["shards"], state["segments"])
+        elif self.data.exists():  # killed while creating the dataset: nothing in it counts yet
+            shutil.rmtree(self.data)
+        metrics = self.path / "metrics.jsonl"
+        if metrics.exists():
+            rows = [line for line in metrics.read_text().splitlines()
+                    if line.strip() and json.loads(line)["iteration"] <= state["iteration"]]
+            metrics.write_text("".join(line + "\n" for line in rows))
+        best = self.path / "checkpoints" / "best"
+        if state["best"] is not None:  # `best` may hold a rolled-back iteration's checkpoint
+            copy_dir(self.checkpoint(state["best"]["iteration"]), best)
+        elif best.exists():
+            shutil.rmtree(best)
+
+    def checkpoint(self, iteration: int) -> Path:
+        return self.path / "checkpoints" / f"iter-{iteration:03d}"
+
+    def resume_learner(self, spec: EnvSpec) -> Learner | None:
+        """The learner of the last committed iteration, or None before the first."""
+        if not self.state["iteration"]:
+            return None
+        ckpt = checkpoint.load(self.checkpoint(self.state["iteration"]), spec=spec)
+        learner = new_learner(self.cfg.algo, ckpt.model, self.cfg.learner)
+        learner.load_state_dict(ckpt.learner_state)
+        return learner
+
+    def evaluate_and_save(self, it: int, spec: EnvSpec, learner: Learner) -> dict[str, Any]:
+        """Evaluate (recording the episodes), checkpoint, and keep the best checkpoint."""
+        cfg, state = self.cfg, self.state
+        record = self.path / "evals" / f"iter-{it:03d}"
+        shutil.rmtree(record, ignore_errors=True)  # left by a crash inside this iteration
+        record.parent.mkdir(exist_ok=True)
+        report = evaluate(learner.model, spec, cfg.algo, episodes=cfg.eval_episodes, mode=cfg.eval_mode,
+                          seed=10_000_000 + cfg.seed * 1000 + it, record=record)
+        (self.path / "reports").mkdir(exist_ok=True)
+        atomic_write_json(self.path / "reports" / f"iter-{it:03d}.json", report)
+        checkpoint.save(self.checkpoint(it), learner.model, spec, cfg.algo,
+                        learner_state=learner.state_dict(),
+                        counters={"iteration": it, "env_steps": state["env_steps"]},
+                        train_config=cfg.to_json())
+        if state["best"] is None or report["mean_return"] > state["best"]["mean_return"]:
+            state["best"] = {"iteration": it, **report, "run_env_steps": state["env_steps"]}
+            copy_dir(self.checkpoint(it), self.path / "checkpoints" / "best")
+        return report
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def commit(self, it: int, solved: bool) -> None:
+        """Iteration ``it`` is complete: record how far the dataset goes, then the state."""
+        manifest = read_manifest(self.data)
+        self.state.update(iteration=it, shards=len(manifest["shards"]),
+                          segments=len(manifest["segments"]), solved=solved)
+        atomic_write_json(self.path / "state.json", self.state)
+
+    def finish(self, parameters: int | None, stop_at: float | None) -> dict[str, Any]:
+        cfg, state = self.cfg, self.state
+        best = state["best"]
+        final = {"env": cfg.env, "algo": str(cfg.algo), "model": str(cfg.model.model), "seed": cfg.seed,
+                 "parameters": parameters, "iterations": state["iteration"],
+                 "env_steps": state["env_steps"], "wall_s": round(state["wall_s"], 2), "best": best,
+                 "solved": bool(stop_at is not None and best and best["mean_return"] >= stop_at),
+                 "stop_at": stop_at}
+        atomic_write_json(self.path / "report.json", final)
+        plot_runs(self.path / "curve.png", [self.path], title=cfg.name, threshold=stop_at)
+        return final
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)

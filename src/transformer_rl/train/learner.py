@@ -1,0 +1,58 @@
+"""What every algorithm's learner offers the run loop and `trl train`.
+
+A learner is built from (model, config) and owns what persists between updates: the optimizer,
+and for DQN the target network. ``update`` learns from one iteration's data (DQN: the replay, a
+`Transitions`; PPO: the newest rollout) and returns metrics named CleanRL-style
+(``losses/...``, ``charts/...``). ``state_dict`` is what a checkpoint keeps to resume.
+
+To add an algorithm: one file here with its config (settings) and learner class, and one entry
+in ``LEARNERS`` (train/__init__.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from transformer_rl.datasets.reader import Transitions
+
+# progress(done, total, metrics) while an update runs, for a progress bar
+Progress = Callable[[int, int, dict[str, float]], None]
+
+
+class Learner(Protocol):
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    updates: int  # gradient steps so far
+    on_policy: bool  # learns from the newest rollout (True) or a replay of the dataset (False)
+    log_keys: tuple[str, ...]  # the metrics a one-line log shows
+
+    def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:
+        ...
+
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]):
+        """The collection policy after ``env_steps`` env steps (a `ModelPolicy`)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ...
+
+
+def optimizer_state(learner: Learner) -> dict[str, Any]:
+    return {"optimizer": learner.optimizer.state_dict(), "updates": learner.updates}
+
+
+def load_optimizer_state(learner: Learner, state: dict[str, Any]) -> None:
+    if state.get("optimizer") is not None:
+        learner.optimizer.load_state_dict(state["optimizer"])
+    learner.updates = int(state.get("updates", 0))
+
+
+def to_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)

@@ -1,0 +1,55 @@
+"""`trl train`: train a new model (or continue a checkpoint) on a dataset; write a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transformer_rl.datasets.format import read_manifest
+from transformer_rl.datasets.reader import load
+from transformer_rl.envs import EnvSpec
+from transformer_rl.errors import UsageError
+from transformer_rl.models import ModelArgs, new_model
+from transformer_rl.settings import Algo, check
+from transformer_rl.train import LEARNERS, checkpoint, new_learner
+from transformer_rl.train.learner import Progress
+
+
+def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: ModelArgs | None = None,
+          config: Any = None, init: Path | None = None, seed: int = 0,
+          progress: Progress | None = None) -> dict[str, Any]:
+    """Train on the dataset's newest ``config.replay_rows`` rows; PPO learns from the rows that
+    recorded their behaviour policy's logp. Returns the metrics and the parameter count."""
+    algo = Algo(algo)
+    config = config if config is not None else LEARNERS[algo][0]()
+    check(config)
+    model_args = model_args or ModelArgs()
+    model_args.validate()
+    out = Path(out)
+    if out.exists() and not (out / "config.json").is_file():
+        raise UsageError(f"--out {out} exists and is not a checkpoint; choose another path")
+    spec = EnvSpec.from_json(read_manifest(data_dir)["env"])
+    data = load(data_dir, newest_rows=config.replay_rows)
+    if len(data) == 0:
+        raise UsageError(f"{data_dir} holds no transitions; collect some first")
+    if algo == Algo.ppo:
+        data.learn = np.isfinite(data.logp)
+        if not data.learn.any():
+            raise UsageError(f"{data_dir} records no behaviour logp, which PPO needs; train PPO on a "
+                             "`trl run --algo ppo` dataset, or use --algo dqn")
+    counters: dict[str, Any] = {}
+    if init is not None:
+        ckpt = checkpoint.load(init, spec=spec)
+        model, counters = ckpt.model, dict(ckpt.meta.get("counters", {}))
+    else:
+        model = new_model(spec, model_args, data, seed)
+    learner = new_learner(algo, model, config)
+    if init is not None and ckpt.algo == algo:
+        learner.load_state_dict(ckpt.learner_state)
+    metrics = learner.update(data, seed=seed, progress=progress)
+    counters["updates"] = learner.updates
+    checkpoint.save(out, model, spec, algo, learner_state=learner.state_dict(), counters=counters,
+                    train_config={str(algo): config, "data": str(data_dir), "seed": seed})
+    return {"parameters": model.num_params(), **metrics, "checkpoint": str(out)}
