@@ -57,3 +57,31 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_output_json(path: Path, kind: str, option: str) -> None:
+    """Refuse an output path that trl may not replace: a directory, a missing parent, or an
+    existing file that is not an earlier ``kind`` output of trl (its JSON says so)."""
+    from transformer_rl.errors import UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory; give a file path for the JSON")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {path}: directory {path.parent} does not exist; create it first")
+    if path.exists() and not _is_output(path, kind):
+        raise UsageError(f"{option} {path} exists and is not a trl {kind} file; choose another path "
+                         "(trl only replaces its own earlier output)")
+
+
+def write_output_json(path: Path, obj: dict[str, Any], kind: str, option: str) -> None:
+    """Write a JSON output of ``kind`` atomically, after `check_output_json`."""
+    check_output_json(path, kind, option)
+    atomic_write_json(path, {"trl_output": kind, **obj})
+
+
+def _is_output(path: Path, kind: str) -> bool:
+    try:
+        return json.loads(Path(path).read_text()).get("trl_output") == kind
+    except (OSError, ValueError, AttributeError):
+        return False

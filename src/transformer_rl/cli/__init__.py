@@ -18,7 +18,7 @@ from transformer_rl.cli.options import with_settings
 from transformer_rl.config import PRESETS, RunConfig
 from transformer_rl.errors import UsageError
 from transformer_rl.models import ModelArgs
-from transformer_rl.settings import Algo, EvalMode, fill
+from transformer_rl.settings import Algo, Choice, EvalMode, fill
 from transformer_rl.train import LEARNERS
 
 app = typer.Typer(
@@ -28,6 +28,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(datasets_app, name="datasets")
+
+
+
+class CollectPolicy(Choice):
+    random = "random"
+
 
 ENV_PANEL = "Environment"
 DATA_PANEL = "Data"
@@ -106,7 +112,8 @@ def collect(
         int | None, typer.Option(help="Async EnvPool: envs per batch, < --num-envs.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Base seed: env stream i is seeded seed + i.")] = 0,
-    policy: Annotated[str, typer.Option(help="Behaviour policy: random.")] = "random",
+    policy: Annotated[CollectPolicy, typer.Option(help="Behaviour policy (trained policies: `trl eval "
+                                                "--record`).")] = CollectPolicy.random,
     resume: Annotated[
         bool, typer.Option(help="Continue the dataset at --out until the target is reached.")
     ] = False,
@@ -127,8 +134,6 @@ def collect(
                         seed=seed, shard_rows=shard_rows)
     cfg.validate()
     spec = envs.resolve(env, sticky=sticky, frame_skip=frame_skip)
-    if policy != "random":
-        raise UsageError(f"unknown --policy {policy!r}: use random (trained policies: `trl eval --record`)")
     behaviour = RandomPolicy(spec.num_actions, seed)
     progress, update = _collect_progress(steps or episodes, "steps" if steps else "episodes")
     try:
@@ -220,16 +225,19 @@ def eval_command(
 
     Example: trl eval runs/default/checkpoints/best --episodes 100 --gif cartpole.gif
     """
-    from transformer_rl.evaluate.evaluate import evaluate, write_report
+    from transformer_rl.evaluate.evaluate import evaluate
+    from transformer_rl.files import check_output_json, write_output_json
     from transformer_rl.train import checkpoint
 
     loaded = checkpoint.load(ckpt)
+    report = report or ckpt / "report.json"
+    check_output_json(report, "eval-report", "--report")
     result = evaluate(loaded.model, loaded.spec, loaded.algo, episodes=episodes, seed=seed,
                       record=record, gif=gif, producer={"checkpoint": str(ckpt)}, mode=mode)
-    write_report(result, report or ckpt / "report.json")
+    write_output_json(report, result, "eval-report", "--report")
     console.print(f"{result['episodes']} episodes: return {result['mean_return']:.1f} ± "
                   f"{result['std_return']:.1f} (min {result['min_return']:.0f}, max "
-                  f"{result['max_return']:.0f}); report -> {report or ckpt / 'report.json'}")
+                  f"{result['max_return']:.0f}); report -> {report}")
 
 
 @app.command("run")
@@ -279,19 +287,20 @@ def bench(
     Example: trl bench --env Breakout-ram --num-envs 8,32 --json bench.json
     """
     from transformer_rl.bench import parse_num_envs, run_bench
+    from transformer_rl.files import check_output_json, write_output_json
 
     sizes = parse_num_envs(num_envs)
     if seconds <= 0 or rounds <= 0:
         raise UsageError("--seconds and --rounds must be positive")
-    if json_path is not None and not json_path.parent.exists():
-        raise UsageError(f"--json {json_path}: directory {json_path.parent} does not exist")
+    if json_path is not None:
+        check_output_json(json_path, "bench", "--json")
     rows = run_bench(env, sizes, include_async=async_, seconds=seconds, rounds=rounds)
     table = Table("env", "num_envs", "mode", "steps/s", "x envpool (same mode)")
     for r in rows:
         table.add_row(r["env"], str(r["num_envs"]), r["mode"], f"{r['steps_per_s']:,}", f"{r['ratio']:.2f}")
     console.print(table)
     if json_path is not None:
-        json_path.write_text(json.dumps(rows, indent=1) + "\n")
+        write_output_json(json_path, {"rows": rows}, "bench", "--json")
 
 
 def main() -> None:

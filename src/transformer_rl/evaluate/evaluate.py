@@ -7,7 +7,6 @@ validates and verifies like any dataset.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -21,6 +20,7 @@ from transformer_rl.collect.rollout import CollectConfig, collect
 from transformer_rl.datasets.reader import load
 from transformer_rl.envs import EnvSpec, make_pool
 from transformer_rl.errors import UsageError
+from transformer_rl.settings import EvalMode
 
 
 def evaluate(
@@ -37,9 +37,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Play ``episodes`` episodes, greedy or (PPO) sampled from the policy; return the report
     (and write the recording / GIF)."""
-    if mode not in ("greedy", "sample"):
-        raise UsageError(f"unknown --mode {mode!r}: use greedy or sample")
-    if mode == "sample" and algo != "ppo":
+    mode = EvalMode(mode)
+    if mode == EvalMode.sample and algo != "ppo":
         raise UsageError("--mode sample needs a policy; this is a DQN checkpoint: use greedy")
     if episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {episodes}")
@@ -78,14 +77,9 @@ def evaluate(
         "env_steps": stats.env_steps,
         "wall_s": round(wall, 3),
         "seed": seed,
-        "mode": mode,
+        "mode": str(mode),
         "recorded": str(record) if record is not None else None,
     }
-
-
-def write_report(report: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
 
 
 def write_gif(dataset: Path, spec: EnvSpec, path: Path, episode: int = 0, max_frames: int = 600) -> None:

@@ -127,11 +127,24 @@ class ObsNorm(nn.Module):
         self.obs_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
 
 
-class GPT(nn.Module):
-    def __init__(self, config: GPTConfig):
+class PolicyModel(nn.Module):
+    """What GPT and MLP share: observation scaling kept in buffers, and a parameter count."""
+
+    def __init__(self, obs_dim: int):
         super().__init__()
+        self.norm = ObsNorm(obs_dim)
+
+    def set_obs_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.norm.set(mean, std)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class GPT(PolicyModel):
+    def __init__(self, config: GPTConfig):
+        super().__init__(config.obs_dim)
         self.config = config
-        self.norm = ObsNorm(config.obs_dim)
         self.wte = nn.Linear(config.obs_dim, config.n_embd)
         self.wae = nn.Embedding(config.num_actions + 1, config.n_embd) if config.prev_action else None
         self.wpe = nn.Embedding(config.context, config.n_embd)
@@ -154,12 +167,6 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-
-    def set_obs_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.norm.set(mean, std)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def forward(self, obs: torch.Tensor, prev_action: torch.Tensor,
                 mask: torch.Tensor | None = None) -> ModelOutput:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from transformer_rl.models.gpt import Heads, ModelOutput, ObsNorm
+from transformer_rl.models.gpt import Heads, ModelOutput, PolicyModel
 
 
 @dataclass
@@ -22,11 +22,10 @@ class MLPConfig:
     model: str = "mlp"
 
 
-class MLP(nn.Module):
+class MLP(PolicyModel):
     def __init__(self, config: MLPConfig):
-        super().__init__()
+        super().__init__(config.obs_dim)
         self.config = config
-        self.norm = ObsNorm(config.obs_dim)
         act = {"relu": nn.ReLU, "tanh": nn.Tanh}[config.activation]
         n_in = config.obs_dim + (config.num_actions + 1 if config.prev_action else 0)
         layers: list[nn.Module] = []
@@ -35,12 +34,6 @@ class MLP(nn.Module):
             n_in = config.hidden
         self.body = nn.Sequential(*layers)
         self.heads = Heads(n_in, config.num_actions)
-
-    def set_obs_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.norm.set(mean, std)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def forward(self, obs: torch.Tensor, prev_action: torch.Tensor,
                 mask: torch.Tensor | None = None) -> ModelOutput:

@@ -28,16 +28,19 @@ from transformer_rl.train.learner import Progress, load_optimizer_state, optimiz
 
 @dataclass
 class DQNConfig:
+    # optimisation
     updates: int = setting(1000, "Gradient steps (per iteration in `run`).", POSITIVE)
     batch: int = setting(64, "Windows per gradient step.", POSITIVE)
     lr: float = setting(5e-4, "Adam learning rate.", POSITIVE)
+    max_grad_norm: float = setting(10.0, "Gradient clipping (global norm).", POSITIVE)
+    # targets: n-step double DQN from a target network
     gamma: float = setting(0.99, "Discount.", UNIT)
     n_step: int = setting(3, "n-step returns.", Range(ge=1))
+    target_every: int = setting(200, "Gradient steps between target-network copies.", POSITIVE)
+    huber_delta: float = setting(1.0, "Huber loss: quadratic below this TD error.", POSITIVE)
+    # the replay
     replay_rows: int = setting(100_000, "The replay: the dataset's newest shards holding this many rows.",
                                POSITIVE)
-    target_every: int = setting(200, "Gradient steps between target-network copies.", POSITIVE)
-    max_grad_norm: float = setting(10.0, "Gradient clipping (global norm).", POSITIVE)
-    huber_delta: float = setting(1.0, "Huber loss: quadratic below this TD error.", POSITIVE)
     # epsilon-greedy collection in `run`, linear over total env steps
     eps_start: float = setting(1.0, "Exploration: epsilon at the first step.", UNIT)
     eps_end: float = setting(0.02, "Exploration: final epsilon.", UNIT)

@@ -28,20 +28,22 @@ from transformer_rl.train.learner import Progress, load_optimizer_state, optimiz
 
 @dataclass
 class PPOConfig:
-    epochs: int = setting(4, "Passes over each rollout (over the data for `train`).", POSITIVE)
-    batch: int = setting(128, "Rows per gradient step, each with its K-step window.", POSITIVE)
-    lr: float = setting(2.5e-4, "Adam learning rate.", POSITIVE)
+    # the objective
     gamma: float = setting(0.99, "Discount.", UNIT)
     gae_lambda: float = setting(0.95, "GAE lambda.", UNIT)
     clip: float = setting(0.2, "Surrogate clipping.", POSITIVE)
     ent_coef: float = setting(0.01, "Entropy bonus.", NON_NEGATIVE)
     vf_coef: float = setting(0.5, "Value loss weight.", NON_NEGATIVE)
+    # Atari, in training only
+    reward_clip: bool = setting(False, "Train on sign(reward); evaluation reports the real score.")
+    episodic_life: bool = setting(False, "A lost life ends the return; play goes on.")
+    # `trl train` (offline) only
+    replay_rows: int = setting(100_000, "The dataset's newest shards holding this many rows.", POSITIVE)
+    # optimisation
+    epochs: int = setting(4, "Passes over each rollout (over the data for `train`).", POSITIVE)
+    batch: int = setting(128, "Rows per gradient step, each with its K-step window.", POSITIVE)
+    lr: float = setting(2.5e-4, "Adam learning rate.", POSITIVE)
     max_grad_norm: float = setting(0.5, "Gradient clipping (global norm).", POSITIVE)
-    replay_rows: int = setting(100_000, "For `trl train`: the dataset's newest shards holding this many rows.",
-                               POSITIVE)
-    reward_clip: bool = setting(False, "Train on sign(reward) (Atari); evaluation reports the real score.")
-    episodic_life: bool = setting(False, "A lost life ends the return in training (Atari); play goes on.")
-
 
 def gae(reward: np.ndarray, value: np.ndarray, next_value: np.ndarray, terminated: np.ndarray,
         episode_rows: np.ndarray, gamma: float, lam: float) -> np.ndarray:
