@@ -124,19 +124,20 @@ def test_damaged_shard_fails_validation_naming_it(tmp_path, cartpole_data, kind,
     for command in ("validate", "verify"):
         line = one_line_error(cli("datasets", command, root), code=1)
         assert "FAIL" in line and shard in line
-    if kind != "corrupt":  # readers do not hash shards; unreadable ones fail with one line
-        line = one_line_error(cli("datasets", "info", root))
-        assert shard in line and "validate" in line
-        with pytest.raises(UsageError, match=shard):
-            load(root)
+    # every reader checks each shard's size and checksum first, and names the damaged file
+    line = one_line_error(cli("datasets", "info", root))
+    assert shard in line and "validate" in line
+    with pytest.raises(UsageError, match=shard):
+        load(root)
     assert snapshot(root) == before  # checking never repairs or rewrites
 
 
 def test_damaged_manifest_is_a_usage_error(tmp_path, cartpole_data):
     root = copy_dataset(cartpole_data, tmp_path / "m")
     (root / "manifest.json").write_text('{"format": "trl-dataset", ')
-    for command in ("info", "validate", "verify"):
-        assert "not valid JSON" in one_line_error(cli("datasets", command, root))
+    assert "not valid JSON" in one_line_error(cli("datasets", "info", root))
+    for command in ("validate", "verify"):  # a damaged dataset fails the check: exit 1
+        assert "not valid JSON" in one_line_error(cli("datasets", command, root), code=1)
     (root / "manifest.json").write_text('{"format": "trl-dataset", "format_version": 99}')
     assert "version 99" in one_line_error(cli("datasets", "validate", root))
     line = one_line_error(cli(*CARTPOLE, "--steps", 10, "--out", root, "--resume"))

@@ -1,5 +1,10 @@
-"""The one exception for mistakes a user can make: the CLI prints its message and exits 2."""
+"""The exceptions for what a user can cause: the CLI prints the message as one line."""
 
 
 class UsageError(Exception):
-    """Bad input: the message is one line that names the problem and the fix."""
+    """Bad input: the message is one line that names the problem and the fix (exit code 2)."""
+
+
+class DamagedData(UsageError):
+    """A dataset or checkpoint on disk is not what its metadata says (`trl datasets validate`
+    and `verify` report it as a failed check, exit code 1)."""

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from transformer_rl import __version__
-from transformer_rl.cli.common import console, err_console, user_errors
+from transformer_rl.cli.common import OneLineErrors, console, err_console, user_errors
 from transformer_rl.cli.datasets import datasets_app
 from transformer_rl.cli.options import with_settings
 from transformer_rl.config import PRESETS, RunConfig
@@ -24,6 +24,7 @@ from transformer_rl.train import LEARNERS
 app = typer.Typer(
     help="Teach GPT-style transformers to play games: collect, train, eval, run.",
     no_args_is_help=True,
+    cls=OneLineErrors,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

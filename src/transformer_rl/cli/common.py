@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import sys
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from transformer_rl.errors import UsageError
 
@@ -13,15 +16,59 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def print_error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {' '.join(str(message).split())}", highlight=False,
+                      soft_wrap=True, markup=True)
+
+
 def user_errors(fn):
-    """A UsageError becomes one line on stderr and exit code 2, never a traceback."""
+    """What a user can cause becomes one line on stderr and exit code 2, never a traceback:
+    a UsageError, and an OSError from the file system (permissions, a file where a directory
+    should be, a full disk), named with its path."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except UsageError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            print_error(str(e))
+        except OSError as e:
+            if e.errno not in USER_ERRNOS:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            print_error(f"{where}{e.strerror or e}; {USER_ERRNOS[e.errno]}")
+        raise typer.Exit(2)
 
     return wrapper
+
+
+USER_ERRNOS = {
+    errno.EACCES: "check the path's permissions or choose another path",
+    errno.EPERM: "check the path's permissions or choose another path",
+    errno.EROFS: "the file system is read-only: choose another path",
+    errno.ENOTDIR: "a file stands where a directory is needed: choose another path",
+    errno.EISDIR: "a directory stands where a file is needed: choose another path",
+    errno.EEXIST: "choose another path",
+    errno.ENOSPC: "free some disk space, then rerun (what was written is intact)",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.ENOENT: "check the path",
+}
+
+
+class OneLineErrors(TyperGroup):
+    """Command-line parsing errors (a bad choice, a missing value) as one line too."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # `trl` alone: the help is already printed
+                sys.exit(e.exit_code)
+            command = getattr(getattr(e, "ctx", None), "command_path", "trl")
+            print_error(f"{e.format_message()} (see `{command} --help`)")
+            sys.exit(getattr(e, "exit_code", 2))
+        except typer.Abort:
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)

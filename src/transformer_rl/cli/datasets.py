@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from transformer_rl.cli.common import console, err_console, user_errors
-from transformer_rl.errors import UsageError
+from transformer_rl.errors import DamagedData, UsageError
 
 datasets_app = typer.Typer(help="Inspect, validate and verify datasets.", no_args_is_help=True)
 
@@ -20,21 +20,23 @@ datasets_app = typer.Typer(help="Inspect, validate and verify datasets.", no_arg
 def datasets_list(
     root: Annotated[Path, typer.Argument(help="Directory to search for datasets.")] = Path("."),
 ) -> None:
-    """List the datasets under a directory."""
-    from transformer_rl.datasets.format import MANIFEST, read_manifest, totals
+    """List the datasets under a directory (each checked: manifest, shard sizes and checksums)."""
+    from transformer_rl.datasets.format import MANIFEST, check_shards, read_manifest, totals
 
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory")
     found = sorted(p.parent for p in root.rglob(MANIFEST))
-    table = Table("dataset", "env", "rows", "episodes", "shards", "MB")
+    table = Table("dataset", "env", "rows", "episodes", "shards", "MB", "status")
     for path in found:
         try:
             m = read_manifest(path)
-        except UsageError:
+            check_shards(path, m)
+        except UsageError as e:  # damaged (or of another format version): say so, go on
+            table.add_row(str(path), "?", "", "", "", "", f"[red]damaged[/]: {e}")
             continue
         rows, eps = totals(m)
         mb = sum(s["bytes"] for s in m["shards"]) / 1e6
-        table.add_row(str(path), m["env_id"], f"{rows:,}", f"{eps:,}", str(len(m["shards"])), f"{mb:.1f}")
+        table.add_row(str(path), m["env_id"], f"{rows:,}", f"{eps:,}", str(len(m["shards"])), f"{mb:.1f}", "ok")
     console.print(table if found else f"no datasets under {root}")
 
 
@@ -57,7 +59,14 @@ def datasets_info(
     console.print(table)
 
 
-def _print_report(root: Path, report, what: str) -> None:
+def _print_report(root: Path, check, what: str) -> None:
+    """Run a check; a damaged dataset fails it (exit 1), a path that is no dataset is a usage error."""
+    from transformer_rl.datasets.checks import Report
+
+    try:
+        report = check()
+    except DamagedData as e:
+        report = Report(problems=[str(e)])
     if report.ok:
         console.print(f"[green]OK[/] {root}: {what} ({report.rows:,} rows, {report.episodes:,} episodes)")
         return
@@ -72,7 +81,7 @@ def datasets_validate(root: Annotated[Path, typer.Argument(help="Dataset directo
     """Check structure: manifest vs shards, checksums, schema, episode contiguity and step order."""
     from transformer_rl.datasets.checks import validate
 
-    _print_report(root, validate(root), "structure valid")
+    _print_report(root, lambda: validate(root), "structure valid")
 
 
 @datasets_app.command("verify")
@@ -81,4 +90,4 @@ def datasets_verify(root: Annotated[Path, typer.Argument(help="Dataset directory
     """Re-simulate every episode with EnvPool; observations and rewards must match bit for bit."""
     from transformer_rl.datasets.checks import verify
 
-    _print_report(root, verify(root), "every episode re-simulates bit for bit")
+    _print_report(root, lambda: verify(root), "every episode re-simulates bit for bit")

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transformer_rl.errors import UsageError
+from transformer_rl.errors import DamagedData, UsageError
 from transformer_rl.files import atomic_write_bytes
 
 FORMAT = "trl-dataset"
@@ -73,7 +73,8 @@ def is_dataset(root: Path) -> bool:
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
-    """The manifest of the dataset at ``root``, or UsageError saying what is wrong."""
+    """The manifest of the dataset at ``root``: UsageError if there is no dataset there,
+    DamagedData if its manifest is unreadable or lacks what readers need."""
     root = Path(root)
     if not root.exists():
         raise UsageError(f"no dataset at {root}: the directory does not exist")
@@ -81,18 +82,61 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise UsageError(f"{root} is a file, not a dataset directory")
     if not is_dataset(root):
         raise UsageError(f"{root} is not a trl dataset (no {MANIFEST}); collect one with `trl collect`")
+    path = root / MANIFEST
     try:
-        manifest = json.loads((root / MANIFEST).read_text())
+        manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{root / MANIFEST} is not valid JSON ({e}); the dataset is damaged") from e
+        raise DamagedData(f"{path} is not valid JSON ({e}); the dataset is damaged") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UsageError(f"{root / MANIFEST} is not a trl dataset manifest")
+        raise DamagedData(f"{path} is not a trl dataset manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UsageError(
             f"{root} has format version {manifest.get('format_version')}; "
             f"this trl reads version {FORMAT_VERSION}"
         )
+    problem = _structure_problem(manifest)
+    if problem:
+        raise DamagedData(f"{path} is damaged: {problem}")
     return manifest
+
+
+_INT, _STR, _DICT, _LIST = (int,), (str,), (dict,), (list,)
+_MANIFEST_KEYS = {"env_id": _STR, "env": _DICT, "observation": _DICT, "action": _DICT, "seed": _INT,
+                  "segments": _LIST, "shards": _LIST}
+_ENV_KEYS = {"env_id": _STR, "task": _STR, "obs_shape": _LIST, "obs_dtype": _STR, "num_actions": _INT,
+             "max_episode_steps": _INT, "config": _DICT}
+_SEGMENT_KEYS = {"env_index_offset": _INT, "seed": _INT, "num_envs": _INT, "batch_size": _INT,
+                 "env_steps": _INT}
+_SHARD_KEYS = {"file": _STR, "rows": _INT, "episodes": _INT, "first_episode_id": _INT, "bytes": _INT,
+               "sha256": _STR}
+
+
+def _structure_problem(manifest: dict[str, Any]) -> str | None:
+    """What a manifest lacks that readers rely on, or None."""
+    checks = [("", manifest, _MANIFEST_KEYS)]
+    if isinstance(manifest.get("env"), dict):
+        checks.append(("env.", manifest["env"], _ENV_KEYS))
+    for name, items, keys in (("segments", manifest.get("segments"), _SEGMENT_KEYS),
+                              ("shards", manifest.get("shards"), _SHARD_KEYS)):
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(item, dict):
+                return f"{name}[{i}] is not an object"
+            checks.append((f"{name}[{i}].", item, keys))
+    for where, obj, keys in checks:
+        for key, types in keys.items():
+            if key not in obj:
+                return f"missing key {where}{key}"
+            if not isinstance(obj[key], types) or (types is _INT and isinstance(obj[key], bool)):
+                return f"{where}{key} is not a {types[0].__name__}"
+    env = manifest["env"]
+    if env["obs_dtype"] not in OBS_TYPES or not all(isinstance(d, int) and d > 0 for d in env["obs_shape"]):
+        return "env.obs_shape or env.obs_dtype is invalid"
+    if env["env_id"] != manifest["env_id"]:
+        return "env_id differs from env.env_id"
+    for i, shard in enumerate(manifest["shards"]):
+        if shard["file"] != shard_name(i):  # never a path out of the dataset
+            return f"shards[{i}].file should be {shard_name(i)}, not {shard['file']!r}"
+    return None
 
 
 def new_manifest(spec_json: dict[str, Any], seed: int, envpool_version: str) -> dict[str, Any]:
@@ -118,16 +162,33 @@ def new_manifest(spec_json: dict[str, Any], seed: int, envpool_version: str) -> 
     }
 
 
-def read_shard(root: Path, file: str, columns: list[str] | None = None) -> pa.Table:
-    """A listed shard as a table, or a one-line UsageError naming it (missing or damaged)."""
+def read_shard(root: Path, shard: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
+    """A listed shard as a table, after checking its size and checksum against the manifest;
+    DamagedData naming the file if it is missing, changed or unreadable."""
+    path = Path(root) / shard["file"]
+    hint = f"`trl datasets validate {root}` lists every problem"
     try:
-        return pq.read_table(Path(root) / file, columns=columns)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DamagedData(f"{path}: listed in the manifest but missing; the dataset is damaged ({hint})") from None
+    if len(data) != shard["bytes"] or sha256_bytes(data) != shard["sha256"]:
+        what = f"{len(data)} bytes, the manifest says {shard['bytes']}" if len(data) != shard["bytes"] \
+            else "checksum mismatch (the file changed after it was written)"
+        raise DamagedData(f"{path}: {what}; the dataset is damaged ({hint})")
+    try:
+        return pq.read_table(pa.BufferReader(data), columns=columns)
     except (pa.ArrowException, OSError) as e:
-        reason = "missing" if isinstance(e, FileNotFoundError) else " ".join(str(e).split())
-        raise UsageError(
-            f"{Path(root) / file}: cannot read the shard ({reason}); "
-            f"check the dataset with `trl datasets validate {root}`"
-        ) from e
+        raise DamagedData(f"{path}: unreadable Parquet ({' '.join(str(e).split())}) ({hint})") from e
+
+
+def check_shards(root: Path, manifest: dict[str, Any]) -> None:
+    """Every listed shard present, of its size and checksum (before appending to a dataset)."""
+    for shard in manifest["shards"]:
+        path = Path(root) / shard["file"]
+        if not path.is_file() or path.stat().st_size != shard["bytes"] or sha256_file(path) != shard["sha256"]:
+            state = "missing" if not path.is_file() else "changed since it was written"
+            raise DamagedData(f"{path}: listed in the manifest but {state}; the dataset is damaged "
+                              f"(`trl datasets validate {root}` lists every problem)")
 
 
 def totals(manifest: dict[str, Any]) -> tuple[int, int]:

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from transformer_rl.datasets.format import (
     MANIFEST,
     arrow_schema,
+    check_shards,
     is_dataset,
     new_manifest,
     read_manifest,
@@ -228,6 +229,7 @@ def open_for_append(
             )
         manifest = read_manifest(root)
         check_compatible(manifest, spec, root)
+        check_shards(root, manifest)
         _remove_unlisted(root, manifest)
     elif root.exists() and any(root.iterdir()):
         raise UsageError(f"--out {root} is a non-empty directory that is not a dataset; choose another")
