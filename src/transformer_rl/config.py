@@ -9,7 +9,7 @@ from typing import Any
 from transformer_rl.envs import resolve
 from transformer_rl.errors import UsageError
 from transformer_rl.models import ModelArgs
-from transformer_rl.settings import POSITIVE, Algo, EvalMode, check, fill, setting
+from transformer_rl.settings import MAX_SEED, POSITIVE, Algo, EvalMode, check, fill, setting
 from transformer_rl.train import LEARNERS
 
 
@@ -55,6 +55,12 @@ class RunConfig:
         self.model.validate()
         if not isinstance(self.learner, LEARNERS[self.algo][0]):
             raise UsageError(f"--algo {self.algo} needs a {LEARNERS[self.algo][0].__name__}")
+        # pool seeds: seed * 1000 + iteration * max(10, num_envs) + env (see collect/experience.py);
+        # evaluation seeds: 10,000,000 + seed * 1000 + iteration + env
+        top = MAX_SEED - 10_000_000 - self.iterations * max(10, self.num_envs, self.eval_episodes) - self.num_envs
+        if not 0 <= self.seed <= top // 1000:
+            raise UsageError(f"--seed {self.seed} is out of range: a run's env streams are seeded from "
+                             f"seed * 1000 on; give a seed in [0, {top // 1000:,}]")
         if self.eval_mode == EvalMode.sample and self.algo != Algo.ppo:
             raise UsageError("--eval-mode sample needs a policy: use it with --algo ppo")
 

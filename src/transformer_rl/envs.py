@@ -87,6 +87,22 @@ def atari_games() -> tuple[str, ...]:
 
 
 @cache
+def accepted_ids() -> tuple[str, ...]:
+    """The ids `resolve` accepts: every Atari game as <Game>-ram, and the other EnvPool tasks
+    with a flat Box observation and Discrete actions (whose assets are installed)."""
+    accepted = [game + RAM_SUFFIX for game in atari_games()]
+    for task in envpool.list_all_envs():
+        if registry.specs[task][0] == "envpool.atari":
+            continue
+        try:
+            resolve(task)
+        except Exception:  # noqa: BLE001 - refused, or its assets are missing: not listed
+            continue
+        accepted.append(task)
+    return tuple(accepted)
+
+
+@cache
 def known_ids() -> tuple[str, ...]:
     ram = [game + RAM_SUFFIX for game in atari_games()]
     others = [t for t in envpool.list_all_envs() if registry.specs[t][0] != "envpool.atari"]
@@ -118,12 +134,12 @@ def resolve(
             raise _unknown(env_id)
         config = dict(ATARI_V5, **overrides)
         if sticky is not None:
-            if not 0.0 <= sticky < 1.0:
-                raise UsageError("--sticky must be in [0, 1)")
+            if not 0.0 <= sticky < 1.0:  # NaN fails too
+                raise UsageError(f"--sticky {sticky} is out of range: give a probability in [0, 1)")
             config["repeat_action_probability"] = sticky
         if frame_skip is not None:
-            if frame_skip <= 0:
-                raise UsageError("--frame-skip must be positive")
+            if not 1 <= frame_skip <= 64:
+                raise UsageError(f"--frame-skip {frame_skip} is out of range: give 1 to 64 (ALE v5: 4)")
             config["frame_skip"] = frame_skip
         task = game + "-v5"
         spec = _make_spec(task, config)
@@ -143,6 +159,8 @@ def resolve(
     if registry.specs[env_id][0] == "envpool.atari":
         raise UsageError(f"{env_id!r} has image observations: use '{env_id[:-3]}-ram' for its RAM")
     spec = _make_spec(env_id, overrides)
+    if getattr(spec.config, "max_num_players", 1) > 1:
+        raise UsageError(f"{env_id!r} is a multi-player game; trl plays single-agent envs (see `trl envs`)")
     obs_space, act_space = spec.observation_space, spec.action_space
     if not hasattr(act_space, "n"):
         raise UsageError(f"{env_id!r} has continuous actions; trl needs Discrete actions")

@@ -69,6 +69,8 @@ def check_output_json(path: Path, kind: str, option: str) -> None:
         raise UsageError(f"{option} {path} is a directory; give a file path for the JSON")
     if not path.parent.is_dir():
         raise UsageError(f"{option} {path}: directory {path.parent} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK):
+        raise UsageError(f"{option} {path}: directory {path.parent} is not writable; choose another path")
     if path.exists() and not _is_output(path, kind):
         raise UsageError(f"{option} {path} exists and is not a trl {kind} file; choose another path "
                          "(trl only replaces its own earlier output)")
@@ -85,3 +87,16 @@ def _is_output(path: Path, kind: str) -> bool:
         return json.loads(Path(path).read_text()).get("trl_output") == kind
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def check_creatable(path: Path, option: str) -> None:
+    """``path`` can be created: its nearest existing ancestor is a writable directory."""
+    from transformer_rl.errors import UsageError
+
+    ancestor = Path(path).absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{option} {path}: {ancestor} is a file, not a directory; choose another path")
+    if not os.access(ancestor, os.W_OK):
+        raise UsageError(f"{option} {path}: {ancestor} is not writable; choose another path")

@@ -23,7 +23,7 @@ from transformer_rl.envs import EnvSpec
 from transformer_rl.errors import UsageError
 from transformer_rl.evaluate.evaluate import evaluate
 from transformer_rl.evaluate.plots import plot_runs
-from transformer_rl.files import atomic_write_dir, atomic_write_json, copy_dir
+from transformer_rl.files import atomic_write_dir, atomic_write_json, check_creatable, copy_dir
 from transformer_rl.train import checkpoint, new_learner
 from transformer_rl.train.learner import Learner
 
@@ -53,6 +53,7 @@ class RunDir:
         elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise UsageError(f"{self.path} exists but holds no run state; choose another --name")
         else:
+            check_creatable(self.path, "--root/--name")
             def fill(tmp: Path) -> None:
                 (tmp / "config.json").write_text(json.dumps(self.cfg.to_json(), indent=1) + "\n")
                 (tmp / "state.json").write_text(json.dumps(self.state, indent=1) + "\n")

@@ -59,6 +59,7 @@ class Range:
         return f"{lo}, {hi}"
 
 
+MAX_SEED = 2**31 - 1  # EnvPool seeds are int32; env i of a pool seeded S plays seed S + i
 POSITIVE = Range(gt=0)
 NON_NEGATIVE = Range(ge=0)
 UNIT = Range(ge=0, le=1)
@@ -134,3 +135,11 @@ def fill(config_classes: dict[str, type], values: dict[str, Any], why: str) -> d
     if unused:
         raise UsageError(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply {why}")
     return built
+
+
+def check_seed(seed: int, streams: int, option: str = "--seed") -> None:
+    """Env streams seed .. seed + streams - 1 must all be valid EnvPool seeds."""
+    top = MAX_SEED - streams + 1
+    if not 0 <= seed <= top:
+        raise UsageError(f"{option} {seed} is out of range: with {streams:,} env streams seeded {option[2:]} + i, "
+                         f"give a seed in [0, {top:,}]")

@@ -18,7 +18,7 @@ from transformer_rl.cli.options import with_settings
 from transformer_rl.config import PRESETS, RunConfig
 from transformer_rl.errors import UsageError
 from transformer_rl.models import ModelArgs
-from transformer_rl.settings import Algo, Choice, EvalMode, fill
+from transformer_rl.settings import POSITIVE, Algo, Choice, EvalMode, check_value, fill
 from transformer_rl.train import LEARNERS
 
 app = typer.Typer(
@@ -155,7 +155,7 @@ def list_envs(
     """List the env ids trl accepts (Atari games as <Game>-ram)."""
     from transformer_rl import envs
 
-    ids = [i for i in envs.known_ids() if match.lower() in i.lower()]
+    ids = [i for i in envs.accepted_ids() if match.lower() in i.lower()]
     console.print("\n".join(ids))
 
 
@@ -187,6 +187,8 @@ def train(
     algo: AlgoOpt = Algo.dqn,
     init: Annotated[Path | None, typer.Option(help="Continue from this checkpoint.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for init and sampling.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace the checkpoint at --out (its report.json goes "
+                                            "too: it described the old model).")] = False,
     given: dict | None = None,
 ) -> None:
     """Train a model on a dataset (its newest --replay-rows rows) and write a checkpoint.
@@ -203,7 +205,7 @@ def train(
     progress, update = _train_progress(algo)
     try:
         result = run_train(data, out, algo=algo, model_args=built["model"], config=built["learner"],
-                           init=init, seed=seed, progress=update)
+                           init=init, seed=seed, overwrite=overwrite, progress=update)
     finally:
         progress.stop()
     shown = "  ".join(f"{k.split('/')[-1]} {result[k]:.4g}" for k in LEARNERS[algo][1].log_keys if k in result)
@@ -230,7 +232,7 @@ def eval_command(
     from transformer_rl.files import check_output_json, write_output_json
     from transformer_rl.train import checkpoint
 
-    loaded = checkpoint.load(ckpt)
+    loaded = checkpoint.load(ckpt, optimizer=False)
     report = report or ckpt / "report.json"
     check_output_json(report, "eval-report", "--report")
     result = evaluate(loaded.model, loaded.spec, loaded.algo, episodes=episodes, seed=seed,
@@ -291,8 +293,8 @@ def bench(
     from transformer_rl.files import check_output_json, write_output_json
 
     sizes = parse_num_envs(num_envs)
-    if seconds <= 0 or rounds <= 0:
-        raise UsageError("--seconds and --rounds must be positive")
+    check_value("seconds", seconds, POSITIVE)
+    check_value("rounds", rounds, POSITIVE)
     if json_path is not None:
         check_output_json(json_path, "bench", "--json")
     rows = run_bench(env, sizes, include_async=async_, seconds=seconds, rounds=rounds)

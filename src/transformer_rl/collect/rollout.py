@@ -20,6 +20,7 @@ from transformer_rl.collect.trace import Trace
 from transformer_rl.datasets.writer import open_for_append
 from transformer_rl.envs import EnvSpec, make_pool, observe
 from transformer_rl.errors import UsageError
+from transformer_rl.settings import check_seed
 
 
 @dataclass
@@ -41,8 +42,7 @@ class CollectConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.batch_size is not None and self.batch_size > self.num_envs:
             raise UsageError(f"--batch-size {self.batch_size} exceeds --num-envs {self.num_envs}")
-        if not 0 <= self.seed < 2**31 - 1_000_000:
-            raise UsageError("--seed must be a non-negative 31-bit integer")
+        check_seed(self.seed, self.num_envs)
 
 
 @dataclass

@@ -31,7 +31,8 @@ from transformer_rl.datasets.format import (
 )
 from transformer_rl.envs import EnvSpec, envpool_version
 from transformer_rl.errors import UsageError
-from transformer_rl.files import atomic_write_bytes
+from transformer_rl.files import atomic_write_bytes, check_creatable
+from transformer_rl.settings import check_seed
 
 
 @dataclass
@@ -234,12 +235,14 @@ def open_for_append(
     elif root.exists() and any(root.iterdir()):
         raise UsageError(f"--out {root} is a non-empty directory that is not a dataset; choose another")
     else:
+        check_creatable(root, "--out")
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"--out {root}: cannot create the directory ({e.strerror})") from e
         manifest = new_manifest(spec.to_json(), seed, envpool_version())
     offset = sum(s["num_envs"] for s in manifest["segments"])
+    check_seed(manifest["seed"] + offset, num_envs, "--seed")  # resumes use new streams after the old
     manifest["segments"].append(
         {
             "env_index_offset": offset,

@@ -7,6 +7,7 @@ validates and verifies like any dataset.
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 import time
@@ -20,7 +21,8 @@ from transformer_rl.collect.rollout import CollectConfig, collect
 from transformer_rl.datasets.reader import load
 from transformer_rl.envs import EnvSpec, make_pool
 from transformer_rl.errors import UsageError
-from transformer_rl.settings import EvalMode
+from transformer_rl.files import atomic_write_bytes
+from transformer_rl.settings import EvalMode, check_seed
 
 
 def evaluate(
@@ -42,10 +44,11 @@ def evaluate(
         raise UsageError("--mode sample needs a policy; this is a DQN checkpoint: use greedy")
     if episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {episodes}")
+    check_seed(seed, episodes)
     if record is not None and Path(record).exists():
         raise UsageError(f"--record {record} already exists; choose a new directory")
-    if gif is not None and not Path(gif).parent.exists():
-        raise UsageError(f"--gif {gif}: directory {Path(gif).parent} does not exist")
+    if gif is not None:
+        check_gif(Path(gif), spec)
     policy = ModelPolicy(model, episodes, mode, algo=algo, seed=seed, describe=producer)
     cfg = CollectConfig(episodes_per_env=1, num_envs=episodes, seed=seed)
     tmp = None
@@ -90,14 +93,39 @@ def write_gif(dataset: Path, spec: EnvSpec, path: Path, episode: int = 0, max_fr
     data = load(dataset)
     a, b = int(data.episode_rows[episode]), int(data.episode_rows[episode + 1])
     b = min(b, a + max_frames)
+    check_gif(path, spec)
     if spec.is_ram:
         frames = _atari_frames(data, spec, episode, a, b)
-    elif spec.task.startswith("CartPole"):
-        frames = [_draw_cartpole(o) for o in data.obs[a:b]]
     else:
-        raise UsageError(f"--gif draws CartPole and Atari games; not {spec.env_id}")
+        frames = [_draw_cartpole(o) for o in data.obs[a:b]]
     images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0)
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=40, loop=0,
+                   comment=GIF_MARK)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+GIF_MARK = b"trl episode"
+
+
+def check_gif(path: Path, spec: EnvSpec) -> None:
+    """A .gif path trl may write: a new file, or a GIF trl drew earlier; an env it can draw."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not (spec.is_ram or spec.task.startswith("CartPole")):
+        raise UsageError(f"--gif draws CartPole and Atari games, not {spec.env_id}; leave it out")
+    if path.suffix.lower() != ".gif":
+        raise UsageError(f"--gif {path}: give a file name ending in .gif")
+    if path.is_dir() or not path.parent.is_dir():
+        raise UsageError(f"--gif {path}: give a file in an existing directory")
+    if path.exists():
+        try:
+            with Image.open(path) as old:
+                ours = old.info.get("comment") == GIF_MARK
+        except (OSError, UnidentifiedImageError):
+            ours = False
+        if not ours:
+            raise UsageError(f"--gif {path} exists and was not drawn by trl; choose another path")
 
 
 def _atari_frames(data, spec: EnvSpec, episode: int, a: int, b: int) -> list[np.ndarray]:

@@ -17,9 +17,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from transformer_rl.envs import EnvSpec
-from transformer_rl.errors import UsageError
+from transformer_rl.errors import DamagedData, UsageError
 from transformer_rl.files import atomic_write_dir
 from transformer_rl.models import build_model, model_config_dict
+from transformer_rl.settings import Algo
 
 CHECKPOINT_VERSION = 1
 
@@ -75,7 +76,7 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def load(path: Path, *, spec: EnvSpec | None = None) -> Checkpoint:
+def load(path: Path, *, spec: EnvSpec | None = None, optimizer: bool = True) -> Checkpoint:
     """Load a checkpoint; with ``spec``, refuse one made for another env or observation shape."""
     path = Path(path)
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
@@ -83,26 +84,35 @@ def load(path: Path, *, spec: EnvSpec | None = None) -> Checkpoint:
     try:
         meta = json.loads((path / "config.json").read_text())
         ckpt_spec = EnvSpec.from_json(meta["env"])
+        algo = Algo(meta["algo"])
         model = build_model(meta["model"])
         state = load_file(path / "model.safetensors")
-    except (json.JSONDecodeError, KeyError, TypeError, SafetensorError, OSError) as e:
-        raise UsageError(f"{path} is a damaged checkpoint ({type(e).__name__}: {e})") from e
+    except (ValueError, KeyError, TypeError, AssertionError, RuntimeError, SafetensorError, UsageError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise DamagedData(f"{path} is a damaged checkpoint ({type(e).__name__}: {reason})") from None
     if spec is not None and (spec.env_id, spec.obs_shape) != (ckpt_spec.env_id, ckpt_spec.obs_shape):
         raise UsageError(
             f"{path} was trained on {ckpt_spec.env_id} (obs {list(ckpt_spec.obs_shape)}), "
             f"not {spec.env_id} (obs {list(spec.obs_shape)}); use a matching checkpoint"
         )
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ from what config.json describes
+        raise DamagedData(f"{path}: model.safetensors does not match config.json "
+                          f"({str(e).splitlines()[-1].strip()}); the checkpoint is damaged") from None
     if missing or unexpected:
-        raise UsageError(f"{path}: weights do not match its config (missing {missing[:3]})")
+        raise DamagedData(f"{path}: model.safetensors does not match config.json (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}); the checkpoint is damaged")
     optimizer_state = None
-    if (path / "optimizer.safetensors").is_file() and (path / "optimizer.json").is_file():
-        optimizer_state = _unflatten_optimizer(
-            load_file(path / "optimizer.safetensors"),
-            json.loads((path / "optimizer.json").read_text()),
-        )
+    if optimizer and (path / "optimizer.safetensors").is_file() and (path / "optimizer.json").is_file():
+        try:
+            optimizer_state = _unflatten_optimizer(load_file(path / "optimizer.safetensors"),
+                                                   json.loads((path / "optimizer.json").read_text()))
+        except (ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
+            raise DamagedData(f"{path}: unreadable optimizer state ({type(e).__name__}); the checkpoint "
+                              "is damaged (its model still loads with `trl eval`)") from None
     updates = meta.get("counters", {}).get("updates", 0)
-    return Checkpoint(model, ckpt_spec, meta["algo"], meta, {"optimizer": optimizer_state, "updates": updates})
+    return Checkpoint(model, ckpt_spec, algo, meta, {"optimizer": optimizer_state, "updates": updates})
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

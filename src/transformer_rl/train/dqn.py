@@ -23,7 +23,13 @@ from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.datasets.reader import Transitions
 from transformer_rl.datasets.sequences import Sequences, build_sequences
 from transformer_rl.settings import POSITIVE, UNIT, Range, setting
-from transformer_rl.train.learner import Progress, load_optimizer_state, optimizer_state, to_tensor
+from transformer_rl.train.learner import (
+    Progress,
+    check_finite,
+    load_optimizer_state,
+    optimizer_state,
+    to_tensor,
+)
 
 
 @dataclass
@@ -158,6 +164,7 @@ class DQNLearner:
         start = time.perf_counter()
         for i in range(cfg.updates):
             loss, q_taken = dqn_loss(model, self.target, batcher.sample(rng), cfg.huber_delta)
+            losses.append(check_finite(loss, i + 1))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -165,7 +172,6 @@ class DQNLearner:
             self.updates += 1
             if self.updates % cfg.target_every == 0:
                 self.target.load_state_dict(model.state_dict())
-            losses.append(loss.item())
             qs.append(q_taken.mean().item())
             if progress is not None and (i + 1) % 50 == 0:
                 progress(i + 1, cfg.updates, {"loss": float(np.mean(losses[-50:]))})

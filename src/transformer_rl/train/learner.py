@@ -11,6 +11,7 @@ in ``LEARNERS`` (train/__init__.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from transformer_rl.datasets.reader import Transitions
+from transformer_rl.errors import UsageError
 
 # progress(done, total, metrics) while an update runs, for a progress bar
 Progress = Callable[[int, int, dict[str, float]], None]
@@ -52,6 +54,15 @@ def load_optimizer_state(learner: Learner, state: dict[str, Any]) -> None:
     if state.get("optimizer") is not None:
         learner.optimizer.load_state_dict(state["optimizer"])
     learner.updates = int(state.get("updates", 0))
+
+
+def check_finite(loss: torch.Tensor, update: int) -> float:
+    """The loss as a float; a NaN or infinite loss stops training before the weights change."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise UsageError(f"training diverged: the loss is {value} at update {update}; lower --lr or check "
+                         "the data (nothing was saved from this training: the last good checkpoint stays)")
+    return value
 
 
 def to_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -11,6 +11,7 @@ from transformer_rl.datasets.format import read_manifest
 from transformer_rl.datasets.reader import load
 from transformer_rl.envs import EnvSpec
 from transformer_rl.errors import UsageError
+from transformer_rl.files import check_creatable
 from transformer_rl.models import ModelArgs, new_model
 from transformer_rl.settings import Algo, check
 from transformer_rl.train import LEARNERS, checkpoint, new_learner
@@ -18,7 +19,7 @@ from transformer_rl.train.learner import Progress
 
 
 def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: ModelArgs | None = None,
-          config: Any = None, init: Path | None = None, seed: int = 0,
+          config: Any = None, init: Path | None = None, seed: int = 0, overwrite: bool = False,
           progress: Progress | None = None) -> dict[str, Any]:
     """Train on the dataset's newest ``config.replay_rows`` rows; PPO learns from the rows that
     recorded their behaviour policy's logp. Returns the metrics and the parameter count."""
@@ -30,6 +31,10 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
     out = Path(out)
     if out.exists() and not (out / "config.json").is_file():
         raise UsageError(f"--out {out} exists and is not a checkpoint; choose another path")
+    if out.exists() and not overwrite:
+        raise UsageError(f"--out {out} already holds a checkpoint; pass --overwrite to replace it, "
+                         "or choose another path")
+    check_creatable(out, "--out")
     spec = EnvSpec.from_json(read_manifest(data_dir)["env"])
     data = load(data_dir, newest_rows=config.replay_rows)
     if len(data) == 0:

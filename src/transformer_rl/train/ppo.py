@@ -23,7 +23,13 @@ from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.datasets.reader import Transitions
 from transformer_rl.datasets.sequences import Sequences, build_sequences
 from transformer_rl.settings import NON_NEGATIVE, POSITIVE, UNIT, setting
-from transformer_rl.train.learner import Progress, load_optimizer_state, optimizer_state, to_tensor
+from transformer_rl.train.learner import (
+    Progress,
+    check_finite,
+    load_optimizer_state,
+    optimizer_state,
+    to_tensor,
+)
 
 
 @dataclass
@@ -154,6 +160,7 @@ class PPOLearner:
                     "ret": to_tensor(ret[chunk], device),
                 }
                 loss, info = ppo_loss(model, batch, cfg)
+                check_finite(loss, len(logs) + 1)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
