@@ -44,8 +44,8 @@ class RunDir:
             mine = self.cfg.to_json()
             for key in ("env", "algo", "model"):
                 if saved[key] != mine[key]:
-                    raise UsageError(f"{self.path} is a run with {key} {_short(saved[key])}, not "
-                                     f"{_short(mine[key])}; rerun it with its options or choose another --name")
+                    raise UsageError(f"{self.path} is a run with {_differences(saved, mine, key)}; rerun it "
+                                     "with its options or choose another --name")
             self.state = json.loads(state_path.read_text())
             self._rollback()
             if self.state["iteration"]:
@@ -132,7 +132,8 @@ class RunDir:
         return final
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
+def _differences(saved: dict[str, Any], mine: dict[str, Any], key: str) -> str:
+    if not isinstance(saved[key], dict):
+        return f"{key} {saved[key]}, not {mine[key]}"
+    return ", ".join(f"--{k.replace('_', '-')} {v}, not {mine[key].get(k)}"
+                     for k, v in saved[key].items() if mine[key].get(k) != v)

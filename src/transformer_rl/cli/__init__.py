@@ -140,7 +140,7 @@ def collect(
     try:
         stats = run_collect(spec, out, behaviour, cfg, append=resume, progress=update)
     finally:
-        progress.stop()
+        stop(progress)
     console.print(
         f"{stats.rows:,} transitions in {stats.episodes:,} episodes -> {out} "
         f"(dataset: {stats.dataset_rows:,} rows, {stats.dataset_episodes:,} episodes; "
@@ -162,6 +162,11 @@ def list_envs(
 MODEL_PANEL, TRAIN_PANEL, RUN_PANEL = "Model", "Training", "Run"
 LEARNER_SETTINGS = {str(algo): cls for algo, (cls, _) in LEARNERS.items()}
 AlgoOpt = Annotated[Algo, typer.Option(help="The learning algorithm (see Training options).")]
+
+
+def stop(progress: Progress) -> None:
+    if progress.live.is_started:  # stopping a bar that never started prints a blank line
+        progress.stop()
 
 
 def _train_progress(algo: Algo):
@@ -207,7 +212,7 @@ def train(
         result = run_train(data, out, algo=algo, model_args=built["model"], config=built["learner"],
                            init=init, seed=seed, overwrite=overwrite, progress=update)
     finally:
-        progress.stop()
+        stop(progress)
     shown = "  ".join(f"{k.split('/')[-1]} {result[k]:.4g}" for k in LEARNERS[algo][1].log_keys if k in result)
     console.print(f"{result['parameters']:,} parameters; {shown}; checkpoint -> {out}")
 
