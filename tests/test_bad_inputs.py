@@ -60,7 +60,8 @@ CASES = [
     ("resume-other-env", ("collect", "--env", "Acrobot-v1", *STEPS, "--out", "data", "--resume"), ["CartPole-v1"]),
     ("resume-other-config", ("collect", *BO, *STEPS, "--out", "breakout", "--resume", "--sticky", "0"),
      ["configuration"]),
-    ("resume-damaged", ("collect", *CP, "--steps", "99999", "--out", "damaged", "--resume"), ["shard-000001", "damaged"]),
+    ("resume-damaged", ("collect", *CP, "--steps", "99999", "--out", "damaged", "--resume"),
+     ["shard-000001", "damaged"]),
     ("resume-missing-shard", ("collect", *CP, "--steps", "99999", "--out", "missing-shard", "--resume"),
      ["shard-000000", "missing"]),
     # datasets
