@@ -94,6 +94,7 @@ CASES = [
     ("train-init-model", (*TRAIN, "--init", "ckpt", "--model", "mlp"), ["--init"]),
     ("train-init-not-ckpt", (*TRAIN, "--init", "notes.txt"), ["not a trl checkpoint"]),
     ("train-option-other-algo", (*TRAIN, "--clip", "0.1"), ["--clip", "--algo dqn"]),
+    ("train-diverges", (*TRAIN, "--lr", "1e30", "--updates", "50"), ["training diverged", "lower --lr"]),
     ("train-damaged-data", ("train", "--data", "damaged", "--out", "new-ckpt", "--updates", "5"),
      ["shard-000001", "damaged"]),
     # eval

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from conftest import cli, snapshot
 from transformer_rl.config import RunConfig
 from transformer_rl.datasets import load, read_manifest
 from transformer_rl.datasets.checks import validate
@@ -110,3 +111,15 @@ def test_rundir_rolls_back_what_followed_the_last_committed_state(tmp_path):
     assert [r["iteration"] for r in rows] == [1]
     assert (run_path / "checkpoints" / "best" / "model.safetensors").read_bytes() == best_one
     assert run_dir.resume_learner(resolve("CartPole-v1")).updates == 20  # iteration 1's checkpoint
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path):
+    args = ["run", "--root", tmp_path, "--name", "d", "--steps-per-iteration", "500", "--updates", "20",
+            "--eval-episodes", "2", "--stop-at", "1e9"]
+    assert cli(*args, "--iterations", "1").exit_code == 0
+    good = snapshot(tmp_path / "d" / "checkpoints")
+    r = cli(*args, "--iterations", "2", "--lr", "1e30")
+    assert r.exit_code == 2 and "training diverged" in r.stderr and len(r.stderr.splitlines()) == 1, r.output
+    assert snapshot(tmp_path / "d" / "checkpoints") == good
+    assert json.loads((tmp_path / "d" / "state.json").read_text())["iteration"] == 1
+    assert cli(*args, "--iterations", "2").exit_code == 0  # and it goes on with a sane --lr

@@ -45,13 +45,13 @@ def summarize(root: Path) -> dict[str, Any]:
         "shards": len(m["shards"]),
         "bytes": sum(s["bytes"] for s in m["shards"]),
         "segments": [
-            {k: s[k] for k in ("num_envs", "batch_size", "seed", "env_steps", "producer")}
+            {k: s.get(k) for k in ("num_envs", "batch_size", "seed", "env_steps", "producer")}
             for s in m["segments"]
         ],
         "episode_return": stat(r),
         "episode_length": stat(ln),
         "format_version": m["format_version"],
-        "envpool_version": m["envpool_version"],
-        "created": m["created"],
-        "updated": m["updated"],
+        "envpool_version": m.get("envpool_version"),
+        "created": m.get("created"),
+        "updated": m.get("updated"),
     }

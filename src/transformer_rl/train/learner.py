@@ -27,6 +27,7 @@ Progress = Callable[[int, int, dict[str, float]], None]
 
 class Learner(Protocol):
     model: torch.nn.Module
+    cfg: Any  # the algorithm's config (a dataclass of settings)
     optimizer: torch.optim.Optimizer
     updates: int  # gradient steps so far
     on_policy: bool  # learns from the newest rollout (True) or a replay of the dataset (False)
@@ -53,6 +54,8 @@ def optimizer_state(learner: Learner) -> dict[str, Any]:
 def load_optimizer_state(learner: Learner, state: dict[str, Any]) -> None:
     if state.get("optimizer") is not None:
         learner.optimizer.load_state_dict(state["optimizer"])
+        for group in learner.optimizer.param_groups:  # the command line's --lr, not the saved one
+            group["lr"] = learner.cfg.lr
     learner.updates = int(state.get("updates", 0))
 
 
