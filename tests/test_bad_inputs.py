@@ -106,7 +106,10 @@ CASES = [
     ("eval-report-dir", ("eval", "ckpt", "--episodes", "2", "--report", "stuff"), ["is a directory"]),
     ("eval-report-no-parent", ("eval", "ckpt", "--episodes", "2", "--report", "nope/r.json"), ["does not exist"]),
     ("eval-seed-negative", ("eval", "ckpt", "--episodes", "2", "--seed", "-1"), ["--seed -1"]),
-    ("eval-episodes-zero", ("eval", "ckpt", "--episodes", "0"), ["--episodes", "positive"]),
+    ("eval-episodes-zero", ("eval", "ckpt", "--episodes", "0"), ["--episodes 0", "[1, 4096]"]),
+    ("eval-episodes-huge", ("eval", "ckpt", "--episodes", "100000"), ["--episodes 100000", "[1, 4096]"]),
+    ("num-envs-huge", ("collect", *CP, *STEPS, "--num-envs", "1000000", "--out", "o"), ["at most 4096"]),
+    ("run-num-envs-huge", (*RUN, "--num-envs", "5000", "--name", "x"), ["--num-envs 5000", "[1, 4096]"]),
     ("eval-gif-not-gif", ("eval", "ckpt", "--episodes", "2", "--gif", "notes.txt"), [".gif"]),
     ("eval-gif-foreign", ("eval", "ckpt", "--episodes", "2", "--gif", "foreign.gif"), ["not drawn by trl"]),
     ("eval-record-exists", ("eval", "ckpt", "--episodes", "2", "--record", "data"), ["already exists"]),
@@ -125,6 +128,11 @@ CASES = [
     ("run-batch-zero", (*RUN, "--batch", "0", "--name", "x"), ["--batch 0"]),
     ("run-iterations-zero", ("run", "--root", "runs", "--iterations", "0", "--name", "x"), ["--iterations 0"]),
     ("run-num-envs", (*RUN, "--num-envs", "-1", "--name", "x"), ["--num-envs -1"]),
+    ("run-name-file", ("run", "--root", ".", "--name", "notes.txt"), ["holds no run state"]),
+    ("train-replay-zero", (*TRAIN, "--replay-rows", "0"), ["--replay-rows 0"]),
+    ("train-context-zero", (*TRAIN, "--context", "0"), ["--context 0"]),
+    ("collect-seed-not-int", ("collect", *CP, *STEPS, "--seed", "1e3", "--out", "o"), ["--seed"]),
+    ("info-version", ("datasets", "info", "future"), ["format version 99"]),
     ("run-seed-huge", (*RUN, "--seed", "99999999", "--name", "x"), ["--seed 99999999", "out of range"]),
     ("run-unknown-env", (*RUN, "--env", "Nope-v0", "--name", "x"), ["unknown env id"]),
     ("run-option-other-algo", (*RUN, "--algo", "ppo", "--n-step", "3", "--name", "x"), ["--n-step", "--algo ppo"]),
@@ -167,7 +175,7 @@ def world(tmp_path_factory, cartpole_data, breakout_data) -> Path:
     shard.write_bytes(shard.read_bytes()[:-100])
     shutil.copytree(cartpole_data, root / "missing-shard")
     (root / "missing-shard" / "shard-000000.parquet").unlink()
-    for name, edit in (("missing-key", lambda m: m.pop("shards")),
+    for name, edit in (("missing-key", lambda m: m.pop("shards")), ("future", lambda m: m.update(format_version=99)),
                        ("escaping", lambda m: m["shards"][0].update(file="../notes.txt"))):
         shutil.copytree(cartpole_data, root / name)
         manifest = json.loads((root / name / "manifest.json").read_text())

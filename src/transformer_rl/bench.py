@@ -21,6 +21,7 @@ from transformer_rl.collect.policies import RandomPolicy
 from transformer_rl.collect.rollout import CollectConfig, collect
 from transformer_rl.envs import EnvSpec, make_pool, resolve
 from transformer_rl.errors import UsageError
+from transformer_rl.settings import MAX_ENVS
 
 
 def raw_envpool(spec: EnvSpec, num_envs: int, seconds: float, batch_size: int | None = None) -> float:
@@ -117,6 +118,6 @@ def parse_num_envs(text: str) -> list[int]:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise UsageError(f"--num-envs {text!r}: give comma-separated integers, e.g. 1,8,32") from None
-    if not values or any(v <= 0 for v in values):
-        raise UsageError(f"--num-envs {text!r}: every count must be positive")
+    if not values or any(not 0 < v <= MAX_ENVS for v in values):
+        raise UsageError(f"--num-envs {text!r}: every count must be positive, at most {MAX_ENVS}")
     return values

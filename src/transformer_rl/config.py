@@ -9,7 +9,7 @@ from typing import Any
 from transformer_rl.envs import resolve
 from transformer_rl.errors import UsageError
 from transformer_rl.models import ModelArgs
-from transformer_rl.settings import MAX_SEED, POSITIVE, Algo, EvalMode, check, fill, setting
+from transformer_rl.settings import ENVS, MAX_SEED, POSITIVE, Algo, EvalMode, check, fill, setting
 from transformer_rl.train import LEARNERS
 
 
@@ -22,9 +22,9 @@ class RunConfig:
     seed: int = 0
     iterations: int = setting(20, "Most collect -> train cycles (stops once solved).", POSITIVE)
     steps_per_iteration: int = setting(10_000, "Env steps collected per iteration.", POSITIVE)
-    num_envs: int = setting(8, "Envs collecting.", POSITIVE)
+    num_envs: int = setting(8, "Envs collecting.", ENVS)
     eval_every: int = setting(1, "Evaluate and checkpoint every N iterations.", POSITIVE)
-    eval_episodes: int = setting(100, "Episodes per evaluation.", POSITIVE)
+    eval_episodes: int = setting(100, "Episodes per evaluation (one env each).", ENVS)
     eval_mode: EvalMode = setting(EvalMode.greedy, "greedy, or sample from the policy (PPO).")
     stop_at: float | None = setting(None, "Stop once an eval mean reaches this (none given: the "
                                     "env's threshold, e.g. 475 for CartPole-v1).")

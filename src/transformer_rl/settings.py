@@ -60,7 +60,9 @@ class Range:
 
 
 MAX_SEED = 2**31 - 1  # EnvPool seeds are int32; env i of a pool seeded S plays seed S + i
+MAX_ENVS = 4096  # envs in one pool (evaluation: one per episode); more exhausts memory on Atari
 POSITIVE = Range(gt=0)
+ENVS = Range(ge=1, le=MAX_ENVS)
 NON_NEGATIVE = Range(ge=0)
 UNIT = Range(ge=0, le=1)
 

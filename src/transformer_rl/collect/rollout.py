@@ -20,7 +20,7 @@ from transformer_rl.collect.trace import Trace
 from transformer_rl.datasets.writer import open_for_append
 from transformer_rl.envs import EnvSpec, make_pool, observe
 from transformer_rl.errors import UsageError
-from transformer_rl.settings import check_seed
+from transformer_rl.settings import MAX_ENVS, check_seed
 
 
 @dataclass
@@ -40,6 +40,9 @@ class CollectConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.num_envs > MAX_ENVS:
+            name = "--episodes" if self.episodes_per_env else "--num-envs"  # evaluation: one env each
+            raise UsageError(f"{name} {self.num_envs} is out of range: give at most {MAX_ENVS} (envs in one pool)")
         if self.batch_size is not None and self.batch_size > self.num_envs:
             raise UsageError(f"--batch-size {self.batch_size} exceeds --num-envs {self.num_envs}")
         check_seed(self.seed, self.num_envs)

@@ -22,7 +22,7 @@ from transformer_rl.datasets.reader import load
 from transformer_rl.envs import EnvSpec, make_pool
 from transformer_rl.errors import UsageError
 from transformer_rl.files import atomic_write_bytes
-from transformer_rl.settings import EvalMode, check_seed
+from transformer_rl.settings import ENVS, EvalMode, check_seed, check_value
 
 
 def evaluate(
@@ -42,8 +42,7 @@ def evaluate(
     mode = EvalMode(mode)
     if mode == EvalMode.sample and algo != "ppo":
         raise UsageError("--mode sample needs a policy; this is a DQN checkpoint: use greedy")
-    if episodes <= 0:
-        raise UsageError(f"--episodes must be positive, got {episodes}")
+    check_value("episodes", episodes, ENVS)
     check_seed(seed, episodes)
     if record is not None and Path(record).exists():
         raise UsageError(f"--record {record} already exists; choose a new directory")
