@@ -61,8 +61,8 @@ class RunConfig:
         if not 0 <= self.seed <= top // 1000:
             raise UsageError(f"--seed {self.seed} is out of range: a run's env streams are seeded from "
                              f"seed * 1000 on; give a seed in [0, {top // 1000:,}]")
-        if self.eval_mode == EvalMode.sample and self.algo != Algo.ppo:
-            raise UsageError("--eval-mode sample needs a policy: use it with --algo ppo")
+        if self.eval_mode == EvalMode.sample and self.algo == Algo.dqn:
+            raise UsageError("--eval-mode sample needs a policy: not with --algo dqn")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -17,7 +17,7 @@ from transformer_rl.config import RunConfig
 from transformer_rl.envs import resolve, reward_threshold
 from transformer_rl.models import new_model
 from transformer_rl.runs import RunDir
-from transformer_rl.train import LEARNERS, new_learner
+from transformer_rl.train import LEARNERS, model_extras, new_learner
 
 
 def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
@@ -39,7 +39,8 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
             it, t0 = state["iteration"] + 1, time.perf_counter()
             data, played = experience.play(it, learner, state["env_steps"])
             if learner is None:
-                learner = new_learner(cfg.algo, new_model(spec, cfg.model, data, cfg.seed), cfg.learner)
+                extras = model_extras(cfg.algo, cfg.learner, spec, data)
+                learner = new_learner(cfg.algo, new_model(spec, cfg.model, data, cfg.seed, extras), cfg.learner)
                 log(f"{cfg.model.model}: {learner.model.num_params():,} parameters")
             metrics = learner.update(data, seed=cfg.seed * 1000 + it)
             state["env_steps"] += played["env_steps"]

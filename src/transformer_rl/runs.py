@@ -96,7 +96,8 @@ class RunDir:
         shutil.rmtree(record, ignore_errors=True)  # left by a crash inside this iteration
         record.parent.mkdir(exist_ok=True)
         report = evaluate(learner.model, spec, cfg.algo, episodes=cfg.eval_episodes, mode=cfg.eval_mode,
-                          seed=10_000_000 + cfg.seed * 1000 + it, record=record)
+                          seed=10_000_000 + cfg.seed * 1000 + it, record=record,
+                          target_return=getattr(learner, "eval_target", None))
         (self.path / "reports").mkdir(exist_ok=True)
         atomic_write_json(self.path / "reports" / f"iter-{it:03d}.json", report)
         checkpoint.save(self.checkpoint(it), learner.model, spec, cfg.algo,

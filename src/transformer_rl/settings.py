@@ -28,6 +28,8 @@ class Choice(str, Enum):
 class Algo(Choice):
     dqn = "dqn"
     ppo = "ppo"
+    dt = "dt"  # Decision Transformer
+    bc = "bc"  # behaviour cloning
 
 
 class ModelKind(Choice):

@@ -226,8 +226,10 @@ def eval_command(
     record: Annotated[Path | None, typer.Option(help="Write the episodes as a dataset here.")] = None,
     gif: Annotated[Path | None, typer.Option(help="Write a GIF of the first episode here.")] = None,
     report: Annotated[Path | None, typer.Option(help="report.json path (default: <CKPT>/report.json).")] = None,
-    mode: Annotated[EvalMode, typer.Option(help="greedy, or sample from the policy (PPO checkpoints).")]
+    mode: Annotated[EvalMode, typer.Option(help="greedy, or sample from the policy (not DQN).")]
     = EvalMode.greedy,
+    target_return: Annotated[float | None, typer.Option(
+        help="Decision Transformer: the return to play for (default: the best in its training data).")] = None,
 ) -> None:
     """Play a checkpoint (greedily by default) and write report.json.
 
@@ -238,12 +240,16 @@ def eval_command(
     from transformer_rl.train import checkpoint
 
     loaded = checkpoint.load(ckpt, optimizer=False)
+    if loaded.algo == Algo.dt and target_return is None:
+        target_return = float(loaded.learner_state.get("best_return", 0.0))
     report = report or ckpt / "report.json"
     check_output_json(report, "eval-report", "--report")
     result = evaluate(loaded.model, loaded.spec, loaded.algo, episodes=episodes, seed=seed,
-                      record=record, gif=gif, producer={"checkpoint": str(ckpt)}, mode=mode)
+                      record=record, gif=gif, producer={"checkpoint": str(ckpt)}, mode=mode,
+                      target_return=target_return)
     write_output_json(report, result, "eval-report", "--report")
-    console.print(f"{result['episodes']} episodes: return {result['mean_return']:.1f} ± "
+    aim = f" (target {target_return:g})" if target_return is not None else ""
+    console.print(f"{result['episodes']} episodes{aim}: return {result['mean_return']:.1f} ± "
                   f"{result['std_return']:.1f} (min {result['min_return']:.0f}, max "
                   f"{result['max_return']:.0f}); report -> {report}")
 

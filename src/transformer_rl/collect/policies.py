@@ -1,7 +1,8 @@
 """Behaviour policies for collection.
 
-A policy sees one EnvPool batch at a time: observations, the env ids they came from, and which
-of them start a new episode (so a sequence model can reset its per-env context). It returns
+A policy sees one EnvPool batch at a time: observations, the env ids they came from, which of
+them start a new episode (so a sequence model can reset its per-env context), and the reward of
+the step that led to each (a Decision Transformer lowers its return-to-go by it). It returns
 actions and, for PPO, the log-probability and value of each action (else None).
 """
 
@@ -15,8 +16,8 @@ Act = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
 
 
 class Policy(Protocol):
-    def act(self, obs: np.ndarray, env_ids: np.ndarray, first: np.ndarray) -> Act:
-        """obs (B, D), env_ids (B,), first (B,) bool -> actions (B,) int32, logp, value."""
+    def act(self, obs: np.ndarray, env_ids: np.ndarray, first: np.ndarray, reward: np.ndarray) -> Act:
+        """obs (B, D), env_ids (B,), first (B,) bool, reward (B,) -> actions (B,) int32, logp, value."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -31,7 +32,7 @@ class RandomPolicy:
         self.num_actions, self.seed, self.record_logp = num_actions, seed, record_logp
         self.rng = np.random.default_rng(seed)
 
-    def act(self, obs: np.ndarray, env_ids: np.ndarray, first: np.ndarray) -> Act:
+    def act(self, obs: np.ndarray, env_ids: np.ndarray, first: np.ndarray, reward: np.ndarray) -> Act:
         action = self.rng.integers(0, self.num_actions, len(env_ids), dtype=np.int32)
         if not self.record_logp:
             return action, None, None
@@ -45,12 +46,15 @@ class RandomPolicy:
 class ModelPolicy:
     """Acts with a trained model, keeping each env's last K observations on the fly.
 
-    mode "greedy": argmax of Q (DQN) or of the policy logits (PPO); "epsilon": epsilon-greedy
-    over Q; "sample": sample from the policy, recording logp and value for PPO.
+    mode "greedy": argmax of Q (DQN) or of the policy logits (PPO, DT, BC); "epsilon":
+    epsilon-greedy over Q; "sample": sample from the policy, recording logp and value for PPO.
+    A Decision Transformer also keeps each env's return-to-go, from ``target_return`` down by
+    every reward, and its timestep in the episode.
     """
 
     def __init__(self, model, num_envs: int, mode: str, *, algo: str = "dqn",
-                 epsilon: float = 0.0, seed: int = 0, describe: dict[str, Any] | None = None):
+                 epsilon: float = 0.0, seed: int = 0, describe: dict[str, Any] | None = None,
+                 target_return: float = 0.0):
         import torch
 
         if mode not in ("greedy", "epsilon", "sample"):
@@ -64,27 +68,31 @@ class ModelPolicy:
         self.ctx_prev = np.full((num_envs, self.k), cfg.num_actions, np.int64)
         self.ctx_len = np.zeros(num_envs, np.int64)
         self.last_action = np.full(num_envs, cfg.num_actions, np.int64)
+        self.target_return = target_return
+        self.rtg = np.zeros(num_envs, np.float32)  # each env's return-to-go and step in its episode
+        self.timestep = np.zeros(num_envs, np.int64)
+        self.ctx_rtg = np.zeros((num_envs, self.k), np.float32)
+        self.ctx_time = np.zeros((num_envs, self.k), np.int64)
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
-    def act(self, obs: np.ndarray, env_ids: np.ndarray, first: np.ndarray) -> Act:
+    def act(self, obs: np.ndarray, env_ids: np.ndarray, first: np.ndarray, reward: np.ndarray) -> Act:
         torch = self.torch
         ids = env_ids
         self.ctx_len[ids[first]] = 0
         self.last_action[ids[first]] = self.num_actions
+        self.rtg[ids] = np.where(first, self.target_return, self.rtg[ids] - reward)
+        self.timestep[ids] = np.where(first, 0, self.timestep[ids] + 1)
         # shift each env's context left by one and append the new step
-        self.ctx_obs[ids, :-1] = self.ctx_obs[ids, 1:]
-        self.ctx_obs[ids, -1] = obs
-        self.ctx_prev[ids, :-1] = self.ctx_prev[ids, 1:]
-        self.ctx_prev[ids, -1] = self.last_action[ids]
+        for ctx, new in ((self.ctx_obs, obs), (self.ctx_prev, self.last_action[ids]),
+                         (self.ctx_rtg, self.rtg[ids]), (self.ctx_time, self.timestep[ids])):
+            ctx[ids, :-1] = ctx[ids, 1:]
+            ctx[ids, -1] = new
         self.ctx_len[ids] = np.minimum(self.ctx_len[ids] + 1, self.k)
         mask = np.arange(self.k)[None, :] >= (self.k - self.ctx_len[ids])[:, None]  # (B, K)
         with torch.inference_mode():
-            out = self.model(
-                torch.from_numpy(self.ctx_obs[ids]).to(self.device),
-                torch.from_numpy(self.ctx_prev[ids]).to(self.device),
-                torch.from_numpy(mask).to(self.device),
-            )
+            out = self.model(*(torch.from_numpy(a).to(self.device) for a in (
+                self.ctx_obs[ids], self.ctx_prev[ids], mask, self.ctx_rtg[ids], self.ctx_time[ids])))
         logp = value = None
         if self.algo == "dqn":
             q = out.q[:, -1].float().cpu()  # (B, A)

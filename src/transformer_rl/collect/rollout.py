@@ -95,7 +95,7 @@ class Collector:
         self.log = StepLog(spec.obs_dim, spec.obs_dtype, capacity=max(1 << 16, 4 * cfg.num_envs))
         self.trace_context = trace_context
         self.trace: list[dict[str, np.ndarray]] = []
-        self.pending = None  # (obs, ids, first, at): the newest entries, not acted on yet
+        self.pending = None  # (obs, ids, first, reward, at): the newest entries, not acted on yet
         self.result = None  # sync: what the last pool.step returned
         self.done_rows = self.done_episodes = 0  # counted as episodes end, before they are cut
         self.carried = 0  # log entries kept by the last cut
@@ -156,7 +156,7 @@ class Collector:
             self.done_rows += int(elapsed[ends].sum())  # an episode's length is its last elapsed_step
             if self.quota is not None:
                 self.ended_per_env[ids[ends]] += 1
-        self.pending = (obs, ids, first, at)
+        self.pending = (obs, ids, first, reward, at)
 
     def play(self, policy: Policy, *, env_steps: int | None = None) -> Trace | None:
         """Step until this call took ``env_steps`` transitions, or until the config's target
@@ -175,8 +175,8 @@ class Collector:
                 self._receive()
             if self._reached(stop_at_steps, want_rows, want_episodes):
                 break
-            obs, ids, first, at = self.pending
-            action, logp, value = policy.act(obs, ids, first)
+            obs, ids, first, reward, at = self.pending
+            action, logp, value = policy.act(obs, ids, first, reward)
             self.log.acted(at, action, logp, value)
             if self.trace_context:
                 self.trace[-1]["action"] = action

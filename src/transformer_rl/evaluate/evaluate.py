@@ -36,19 +36,26 @@ def evaluate(
     gif: Path | None = None,
     producer: dict[str, Any] | None = None,
     mode: str = "greedy",
+    target_return: float | None = None,
 ) -> dict[str, Any]:
-    """Play ``episodes`` episodes, greedy or (PPO) sampled from the policy; return the report
-    (and write the recording / GIF)."""
+    """Play ``episodes`` episodes, greedy or sampled from the policy (not DQN); a Decision
+    Transformer plays for ``target_return``. Returns the report (and writes the recording / GIF)."""
     mode = EvalMode(mode)
-    if mode == EvalMode.sample and algo != "ppo":
+    if mode == EvalMode.sample and algo == "dqn":
         raise UsageError("--mode sample needs a policy; this is a DQN checkpoint: use greedy")
+    if (target_return is not None) != (algo == "dt"):
+        raise UsageError("--target-return is for Decision Transformer checkpoints (--algo dt) only"
+                         if target_return is not None else "a Decision Transformer needs a --target-return")
+    if target_return is not None:
+        check_value("target_return", target_return, None)
     check_value("episodes", episodes, ENVS)
     check_seed(seed, episodes)
     if record is not None and Path(record).exists():
         raise UsageError(f"--record {record} already exists; choose a new directory")
     if gif is not None:
         check_gif(Path(gif), spec)
-    policy = ModelPolicy(model, episodes, mode, algo=algo, seed=seed, describe=producer)
+    policy = ModelPolicy(model, episodes, mode, algo=algo, seed=seed, describe=producer,
+                         target_return=target_return or 0.0)
     cfg = CollectConfig(episodes_per_env=1, num_envs=episodes, seed=seed)
     tmp = None
     out = Path(record) if record is not None else None
@@ -80,6 +87,7 @@ def evaluate(
         "wall_s": round(wall, 3),
         "seed": seed,
         "mode": str(mode),
+        "target_return": target_return,
         "recorded": str(record) if record is not None else None,
     }
 

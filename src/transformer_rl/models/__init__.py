@@ -61,11 +61,16 @@ class ModelArgs:
         return {**base, "hidden": self.hidden, "n_layer": self.n_layer}
 
 
-def new_model(spec: EnvSpec, args: ModelArgs, data: Transitions, seed: int) -> nn.Module:
-    """A fresh model (seeded) whose observation scaling comes from ``data``."""
+def new_model(spec: EnvSpec, args: ModelArgs, data: Transitions, seed: int,
+              extras: dict[str, Any] | None = None) -> nn.Module:
+    """A fresh model (seeded) whose observation scaling comes from ``data``; ``extras`` are the
+    algorithm's additions to a GPT's config (a Decision Transformer's embeddings)."""
     args.validate()
     torch.manual_seed(seed)
-    model = build_model(args.config(spec))
+    config = args.config(spec)
+    if args.model == ModelKind.gpt:
+        config.update(extras or {})
+    model = build_model(config)
     obs = data.obs.astype(np.float64)
     if spec.obs_dtype == "uint8" and args.ram_norm == RamNorm.fixed:  # a fixed scale: bytes never
         mean, std = np.zeros(spec.obs_dim), np.full(spec.obs_dim, 255.0)  # seen early stay sane

@@ -25,6 +25,11 @@ class GPTConfig:
     dropout: float = 0.0
     prev_action: bool = True  # add an embedding of the previous action to each token
     gated: bool = False  # learned sigmoid gate on each residual branch (a GTrXL-style stabiliser)
+    # Decision Transformer: add the return-to-go (divided by rtg_scale) and the timestep within
+    # the episode (clipped below max_timestep) to each token
+    rtg: bool = False
+    rtg_scale: float = 1.0
+    max_timestep: int = 0  # 0: no timestep embedding
     model: str = "gpt"
 
 
@@ -148,6 +153,8 @@ class GPT(PolicyModel):
         self.wte = nn.Linear(config.obs_dim, config.n_embd)
         self.wae = nn.Embedding(config.num_actions + 1, config.n_embd) if config.prev_action else None
         self.wpe = nn.Embedding(config.context, config.n_embd)
+        self.wre = nn.Linear(1, config.n_embd) if config.rtg else None
+        self.wte_t = nn.Embedding(config.max_timestep, config.n_embd) if config.max_timestep else None
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd)
@@ -168,13 +175,19 @@ class GPT(PolicyModel):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, obs: torch.Tensor, prev_action: torch.Tensor,
-                mask: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, obs: torch.Tensor, prev_action: torch.Tensor, mask: torch.Tensor | None = None,
+                rtg: torch.Tensor | None = None, timestep: torch.Tensor | None = None) -> ModelOutput:
+        """obs (B, T, D), prev_action (B, T), mask (B, T) False on left padding; for a
+        Decision Transformer also rtg (B, T) returns-to-go and timestep (B, T) steps."""
         B, T, _ = obs.shape
         assert T <= self.config.context, f"window of {T} steps exceeds context {self.config.context}"
         x = self.wte(self.norm(obs)) + self.wpe(torch.arange(T, device=obs.device))  # (B, T, C)
         if self.wae is not None:
             x = x + self.wae(prev_action)
+        if self.wre is not None:
+            x = x + self.wre((rtg.float() / self.config.rtg_scale).unsqueeze(-1))
+        if self.wte_t is not None:
+            x = x + self.wte_t(timestep.clamp(0, self.config.max_timestep - 1))
         x = self.drop(x)
         attn_mask = None
         if mask is not None:  # causal, no attending to left padding; the diagonal keeps rows finite

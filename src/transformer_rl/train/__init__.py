@@ -7,6 +7,7 @@ from typing import Any
 
 from transformer_rl.settings import Algo
 from transformer_rl.train.dqn import DQNConfig, DQNLearner
+from transformer_rl.train.dt import BCLearner, DTConfig, DTLearner
 from transformer_rl.train.learner import Learner
 from transformer_rl.train.ppo import PPOConfig, PPOLearner
 
@@ -14,6 +15,8 @@ from transformer_rl.train.ppo import PPOConfig, PPOLearner
 LEARNERS: dict[Algo, tuple[type, type]] = {
     Algo.dqn: (DQNConfig, DQNLearner),
     Algo.ppo: (PPOConfig, PPOLearner),
+    Algo.dt: (DTConfig, DTLearner),
+    Algo.bc: (DTConfig, BCLearner),
 }
 
 
@@ -21,4 +24,10 @@ def new_learner(algo: Algo, model, config: Any) -> Learner:
     return LEARNERS[Algo(algo)][1](model, config)
 
 
-__all__ = ["LEARNERS", "DQNConfig", "Learner", "PPOConfig", "new_learner"]
+def model_extras(algo: Algo, config: Any, spec, data) -> dict[str, Any]:
+    """What the algorithm adds to the model's config (a Decision Transformer's embeddings)."""
+    extras = getattr(LEARNERS[Algo(algo)][1], "model_extras", None)
+    return extras(config, spec, data) if extras else {}
+
+
+__all__ = ["LEARNERS", "DQNConfig", "DTConfig", "Learner", "PPOConfig", "model_extras", "new_learner"]

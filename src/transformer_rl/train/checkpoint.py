@@ -31,7 +31,7 @@ class Checkpoint:
     spec: EnvSpec
     algo: str
     meta: dict[str, Any]  # config.json as read
-    learner_state: dict[str, Any]  # {"optimizer": state dict or None, "updates": int}
+    learner_state: dict[str, Any]  # {"optimizer": state dict or None, "updates": int, ...counters}
 
 
 def save(
@@ -46,7 +46,7 @@ def save(
 ) -> None:
     """Write atomically: into a temporary sibling directory, then swap it in for ``path``."""
     learner_state = learner_state or {}
-    counters = {**(counters or {}), "updates": learner_state.get("updates", 0)}
+    counters = {**(counters or {}), **{k: v for k, v in learner_state.items() if k != "optimizer"}}
     config = {
         "checkpoint_version": CHECKPOINT_VERSION,
         "algo": str(algo),
@@ -111,8 +111,8 @@ def load(path: Path, *, spec: EnvSpec | None = None, optimizer: bool = True) -> 
         except (ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
             raise DamagedData(f"{path}: unreadable optimizer state ({type(e).__name__}); the checkpoint "
                               "is damaged (its model still loads with `trl eval`)") from None
-    updates = meta.get("counters", {}).get("updates", 0)
-    return Checkpoint(model, ckpt_spec, algo, meta, {"optimizer": optimizer_state, "updates": updates})
+    return Checkpoint(model, ckpt_spec, algo, meta, {"updates": 0, **meta.get("counters", {}),
+                                                     "optimizer": optimizer_state})
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

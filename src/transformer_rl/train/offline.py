@@ -14,7 +14,7 @@ from transformer_rl.errors import UsageError
 from transformer_rl.files import check_creatable
 from transformer_rl.models import ModelArgs, new_model
 from transformer_rl.settings import Algo, check
-from transformer_rl.train import LEARNERS, checkpoint, new_learner
+from transformer_rl.train import LEARNERS, checkpoint, model_extras, new_learner
 from transformer_rl.train.learner import Progress
 
 
@@ -49,7 +49,7 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
         ckpt = checkpoint.load(init, spec=spec)
         model, counters = ckpt.model, dict(ckpt.meta.get("counters", {}))
     else:
-        model = new_model(spec, model_args, data, seed)
+        model = new_model(spec, model_args, data, seed, model_extras(algo, config, spec, data))
     learner = new_learner(algo, model, config)
     if init is not None and ckpt.algo == algo:
         learner.load_state_dict(ckpt.learner_state)

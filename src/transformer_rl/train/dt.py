@@ -1,0 +1,167 @@
+"""Decision Transformer (Chen et al. 2021) and behaviour cloning, offline, on any dataset.
+
+One token per timestep: the observation, the previous action, the return-to-go and the
+timestep within the episode are embedded and summed into it (models/gpt.py), so the action
+a_t is predicted at position t from tokens up to and including (R_t, o_t), never from a_t
+itself (it enters only at t + 1, as the previous action). The loss is cross-entropy on the
+action at every real position of K-step windows that end on an episode's rows.
+
+Returns-to-go are undiscounted, per episode: R_t = r_t + r_{t+1} + ... + r_T. The model divides
+them by ``rtg_scale`` (the data's largest episode return). BC is the same network and loss
+without the return-to-go, on all episodes or the best ``top_percent`` of them (%BC).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from transformer_rl.collect.policies import ModelPolicy
+from transformer_rl.datasets.reader import Transitions
+from transformer_rl.datasets.sequences import build_sequences
+from transformer_rl.errors import UsageError
+from transformer_rl.settings import POSITIVE, Range, setting
+from transformer_rl.train.learner import (
+    Progress,
+    check_finite,
+    load_optimizer_state,
+    optimizer_state,
+    to_tensor,
+)
+
+
+@dataclass
+class DTConfig:
+    # optimisation: AdamW with a linear warmup, as in the paper
+    updates: int = setting(2000, "Gradient steps (per iteration in `run`).", POSITIVE)
+    batch: int = setting(64, "Windows per gradient step.", POSITIVE)
+    lr: float = setting(1e-3, "AdamW learning rate (after warmup).", POSITIVE)
+    weight_decay: float = setting(1e-4, "AdamW weight decay.", Range(ge=0))
+    warmup_steps: int = setting(200, "Gradient steps of linear learning-rate warmup.", Range(ge=0))
+    max_grad_norm: float = setting(0.25, "Gradient clipping (global norm).", POSITIVE)
+    # the data
+    replay_rows: int = setting(10_000_000, "The dataset's newest shards holding this many rows.", POSITIVE)
+    top_percent: float = setting(100.0, "Train on the best X% of episodes by return (BC: %BC).",
+                                 Range(gt=0, le=100))
+    # acting (`trl run`: online fine-tuning)
+    target_scale: float = setting(1.5, "Online: play for this times the best return seen so far.",
+                                  POSITIVE)
+
+
+def returns_to_go(reward: np.ndarray, episode_rows: np.ndarray) -> np.ndarray:
+    """R_t = sum of the rewards from row t to its episode's end (undiscounted), (N,)."""
+    rtg = np.empty(len(reward), np.float64)
+    for a, b in zip(episode_rows[:-1], episode_rows[1:], strict=True):
+        rtg[a:b] = np.cumsum(reward[a:b][::-1])[::-1]
+    return rtg.astype(np.float32)
+
+
+def top_episodes(data: Transitions, percent: float) -> np.ndarray:
+    """The episodes whose return is among the best ``percent`` % (at least one), sorted."""
+    returns = data.episode_returns()
+    keep = max(1, int(np.ceil(len(returns) * percent / 100)))
+    return np.sort(np.argsort(-returns, kind="stable")[:keep])
+
+
+def action_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the action at every real (unmasked) position; and the accuracy."""
+    logits = model(batch["obs"], batch["prev_action"], batch["mask"], batch["rtg"], batch["timestep"]).logits
+    m = batch["mask"]  # (B, K)
+    loss = F.cross_entropy(logits[m], batch["action"][m])
+    accuracy = (logits[m].argmax(-1) == batch["action"][m]).float().mean()
+    return loss, accuracy
+
+
+class DTLearner:
+    """AdamW over the model; ``update`` runs ``cfg.updates`` steps on windows of ``data``.
+    ``conditioned`` False makes it behaviour cloning."""
+
+    on_policy = False
+    log_keys = ("losses/action_loss", "charts/action_accuracy")
+    conditioned = True
+
+    def __init__(self, model: torch.nn.Module, cfg: DTConfig):
+        if self.conditioned and not getattr(model.config, "rtg", False):
+            raise UsageError("--algo dt needs --model gpt (the return-to-go is embedded in its tokens)")
+        self.model, self.cfg = model, cfg
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.updates = 0
+        self.best_return = 0.0  # in the data trained on: the default target of `trl eval`
+
+    @property
+    def eval_target(self) -> float | None:
+        """What `trl run` evaluates a Decision Transformer for: the best return seen."""
+        return self.best_return if self.conditioned else None
+
+    @staticmethod
+    def model_extras(cfg: DTConfig, spec, data: Transitions, conditioned: bool = True) -> dict[str, Any]:
+        returns = data.episode_returns()
+        scale = float(max(np.abs(returns).max(initial=0.0), 1.0))
+        return {"rtg": conditioned, "rtg_scale": scale, "max_timestep": spec.max_episode_steps + 1}
+
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]) -> ModelPolicy:
+        target = self.cfg.target_scale * self.best_return if self.conditioned else 0.0
+        return ModelPolicy(self.model, num_envs, "sample", algo="dt", seed=seed, describe=describe,
+                           target_return=target)
+
+    def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        device, k = next(model.parameters()).device, model.config.context
+        seq = build_sequences(data, model.config.num_actions)
+        rtg = np.zeros(len(seq), np.float32)
+        rtg[seq.step_of_row] = returns_to_go(data.reward, data.episode_rows)
+        timestep = np.zeros(len(seq), np.int64)
+        timestep[seq.step_of_row] = data.step
+        action = np.zeros(len(seq), np.int64)
+        action[seq.step_of_row] = data.action
+        episodes = top_episodes(data, cfg.top_percent)
+        rows = np.concatenate([np.arange(data.episode_rows[e], data.episode_rows[e + 1]) for e in episodes])
+        self.best_return = max(self.best_return, float(data.episode_returns().max()))
+        rng = np.random.default_rng(seed)
+        model.train()
+        losses, accuracies = [], []
+        start = time.perf_counter()
+        for i in range(cfg.updates):
+            for group in self.optimizer.param_groups:  # linear warmup over the first updates
+                group["lr"] = cfg.lr * min(1.0, (self.updates + i + 1) / max(1, cfg.warmup_steps))
+            index, mask = seq.windows(seq.step_of_row[rng.choice(rows, cfg.batch)], k)  # (B, K)
+            batch = {name: to_tensor(values, device) for name, values in (
+                ("obs", seq.obs[index]), ("prev_action", seq.prev_action[index]), ("mask", mask),
+                ("rtg", rtg[index]), ("timestep", timestep[index]), ("action", action[index]))}
+            loss, accuracy = action_loss(model, batch)
+            losses.append(check_finite(loss, i + 1))
+            accuracies.append(accuracy.item())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            if progress is not None and (i + 1) % 50 == 0:
+                progress(i + 1, cfg.updates, {"loss": float(np.mean(losses[-50:]))})
+        self.updates += cfg.updates
+        model.eval()
+        return {"losses/action_loss": float(np.mean(losses)),
+                "charts/action_accuracy": float(np.mean(accuracies)),
+                "charts/train_s": time.perf_counter() - start, "charts/rows": int(len(rows)),
+                "charts/best_return": self.best_return}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**optimizer_state(self), "best_return": self.best_return}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_optimizer_state(self, state)
+        self.best_return = float(state.get("best_return", 0.0))
+
+
+class BCLearner(DTLearner):
+    """Behaviour cloning: the Decision Transformer's network and loss, no return-to-go."""
+
+    conditioned = False
+
+    @staticmethod
+    def model_extras(cfg: DTConfig, spec, data: Transitions, conditioned: bool = False) -> dict[str, Any]:
+        return DTLearner.model_extras(cfg, spec, data, conditioned=False)
