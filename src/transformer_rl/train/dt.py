@@ -34,6 +34,8 @@ from transformer_rl.train.learner import (
     to_tensor,
 )
 
+MAX_TIMESTEP = 2048
+
 
 @dataclass
 class DTConfig:
@@ -48,6 +50,8 @@ class DTConfig:
     replay_rows: int = setting(10_000_000, "The dataset's newest shards holding this many rows.", POSITIVE)
     top_percent: float = setting(100.0, "Train on the best X% of episodes by return (BC: %BC).",
                                  Range(gt=0, le=100))
+    below_return: float | None = setting(None, "Train only on episodes whose return is below this "
+                                         "(weak-data experiments).")
     # acting (`trl run`: online fine-tuning)
     target_scale: float = setting(1.5, "Online: play for this times the best return seen so far.",
                                   POSITIVE)
@@ -61,11 +65,15 @@ def returns_to_go(reward: np.ndarray, episode_rows: np.ndarray) -> np.ndarray:
     return rtg.astype(np.float32)
 
 
-def top_episodes(data: Transitions, percent: float) -> np.ndarray:
-    """The episodes whose return is among the best ``percent`` % (at least one), sorted."""
+def chosen_episodes(data: Transitions, percent: float, below: float | None = None) -> np.ndarray:
+    """The episodes trained on, sorted: those whose return is below ``below`` (if given), and of
+    them the best ``percent`` % by return (at least one)."""
     returns = data.episode_returns()
-    keep = max(1, int(np.ceil(len(returns) * percent / 100)))
-    return np.sort(np.argsort(-returns, kind="stable")[:keep])
+    candidates = np.flatnonzero(returns < below) if below is not None else np.arange(len(returns))
+    if not len(candidates):
+        raise UsageError(f"no episode has a return below --below-return {below:g}; raise it")
+    keep = max(1, int(np.ceil(len(candidates) * percent / 100)))
+    return np.sort(candidates[np.argsort(-returns[candidates], kind="stable")[:keep]])
 
 
 def action_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +110,8 @@ class DTLearner:
     def model_extras(cfg: DTConfig, spec, data: Transitions, conditioned: bool = True) -> dict[str, Any]:
         returns = data.episode_returns()
         scale = float(max(np.abs(returns).max(initial=0.0), 1.0))
-        return {"rtg": conditioned, "rtg_scale": scale, "max_timestep": spec.max_episode_steps + 1}
+        # steps past MAX_TIMESTEP share the last embedding (Atari episodes can run 27,000 steps)
+        return {"rtg": conditioned, "rtg_scale": scale, "max_timestep": min(spec.max_episode_steps + 1, MAX_TIMESTEP)}
 
     def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]) -> ModelPolicy:
         target = self.cfg.target_scale * self.best_return if self.conditioned else 0.0
@@ -119,9 +128,9 @@ class DTLearner:
         timestep[seq.step_of_row] = data.step
         action = np.zeros(len(seq), np.int64)
         action[seq.step_of_row] = data.action
-        episodes = top_episodes(data, cfg.top_percent)
+        episodes = chosen_episodes(data, cfg.top_percent, cfg.below_return)
         rows = np.concatenate([np.arange(data.episode_rows[e], data.episode_rows[e + 1]) for e in episodes])
-        self.best_return = max(self.best_return, float(data.episode_returns().max()))
+        self.best_return = max(self.best_return, float(data.episode_returns()[episodes].max()))
         rng = np.random.default_rng(seed)
         model.train()
         losses, accuracies = [], []
