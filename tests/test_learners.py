@@ -104,7 +104,7 @@ def test_rundir_rolls_back_what_followed_the_last_committed_state(tmp_path):
     (run_path / "state.json").write_text(after_one)
     cfg = RunConfig.create("CartPole-v1", "dqn", iterations=3, **settings)
     run_dir = RunDir(cfg)
-    run_dir.open(log=lambda *_: None)
+    run_dir.open(resolve("CartPole-v1"), log=lambda *_: None)
     assert read_manifest(run_path / "data")["shards"] == shards_one
     assert validate(run_path / "data").ok
     rows = [json.loads(x) for x in (run_path / "metrics.jsonl").read_text().splitlines()]

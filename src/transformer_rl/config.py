@@ -20,6 +20,7 @@ class RunConfig:
     name: str = "default"
     root: Path = Path("runs")
     seed: int = 0
+    init: Path | None = None  # start from this checkpoint (Online DT: a DT trained offline)
     iterations: int = setting(20, "Most collect -> train cycles (stops once solved).", POSITIVE)
     steps_per_iteration: int = setting(10_000, "Env steps collected per iteration.", POSITIVE)
     num_envs: int = setting(8, "Envs collecting.", ENVS)
@@ -41,7 +42,7 @@ class RunConfig:
         flat: run, model and algorithm settings alike) on top."""
         algo = Algo(algo)
         family = "atari" if resolve(env).is_ram else "classic"
-        fixed = {k: settings.pop(k) for k in ("name", "root", "seed") if k in settings}
+        fixed = {k: settings.pop(k) for k in ("name", "root", "seed", "init") if k in settings}
         built = fill({"run": cls, "model": ModelArgs, "learner": LEARNERS[algo][0]},
                      {**PRESETS[algo, family], **settings}, f"to --algo {algo}")
         run = built["run"]
@@ -67,6 +68,7 @@ class RunConfig:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["root"] = str(self.root)
+        d["init"] = str(self.init) if self.init is not None else None
         return d
 
 
@@ -83,4 +85,12 @@ PRESETS: dict[tuple[Algo, str], dict[str, Any]] = {
     (Algo.ppo, "atari"): dict(iterations=488, steps_per_iteration=4096, num_envs=32, eval_every=25,
                               eval_episodes=16, eval_mode=EvalMode.sample, lr=1e-3, reward_clip=True,
                               episodic_life=True),
+    # Online Decision Transformer: start from an offline DT (--init), play for 1.5x the best
+    # return seen, sampling actions with an entropy bonus; learn from the run's replay
+    (Algo.dt, "classic"): dict(steps_per_iteration=5000, updates=500, warmup_steps=0, ent_coef=0.01),
+    (Algo.dt, "atari"): dict(iterations=100, steps_per_iteration=20_000, num_envs=16, eval_every=5,
+                             eval_episodes=16, updates=500, warmup_steps=0, ent_coef=0.01),
+    (Algo.bc, "classic"): dict(steps_per_iteration=5000, updates=500),
+    (Algo.bc, "atari"): dict(iterations=100, steps_per_iteration=20_000, num_envs=16, eval_every=5,
+                             eval_episodes=16, updates=500),
 }

@@ -26,7 +26,7 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     spec = resolve(cfg.env)
     stop_at = cfg.stop_at if cfg.stop_at is not None else reward_threshold(spec)
     run_dir = RunDir(cfg)
-    run_dir.open(log)
+    run_dir.open(spec, log)
     state = run_dir.state
     learner = run_dir.resume_learner(spec)
     torch.manual_seed(cfg.seed)

@@ -35,7 +35,7 @@ class RunDir:
         self.state: dict[str, Any] = {"iteration": 0, "env_steps": 0, "best": None, "wall_s": 0.0,
                                       "shards": 0, "segments": 0, "solved": False}
 
-    def open(self, log) -> None:
+    def open(self, spec: EnvSpec, log) -> None:
         """Create the run directory, or resume the one there (refusing another env, algorithm
         or model) after rolling back what followed its last committed state."""
         state_path = self.path / "state.json"
@@ -54,6 +54,8 @@ class RunDir:
             raise UsageError(f"{self.path} exists but holds no run state; choose another --name")
         else:
             check_creatable(self.path, "--root/--name")
+            if self.cfg.init is not None:  # a bad --init is refused before anything is written
+                self._init_checkpoint(spec)
             def fill(tmp: Path) -> None:
                 (tmp / "config.json").write_text(json.dumps(self.cfg.to_json(), indent=1) + "\n")
                 (tmp / "state.json").write_text(json.dumps(self.state, indent=1) + "\n")
@@ -81,13 +83,23 @@ class RunDir:
         return self.path / "checkpoints" / f"iter-{iteration:03d}"
 
     def resume_learner(self, spec: EnvSpec) -> Learner | None:
-        """The learner of the last committed iteration, or None before the first."""
-        if not self.state["iteration"]:
+        """The learner of the last committed iteration; before the first, the one of --init,
+        or None (the model is then built from the first data)."""
+        if self.state["iteration"]:
+            ckpt = checkpoint.load(self.checkpoint(self.state["iteration"]), spec=spec)
+        elif self.cfg.init is not None:
+            ckpt = self._init_checkpoint(spec)
+        else:
             return None
-        ckpt = checkpoint.load(self.checkpoint(self.state["iteration"]), spec=spec)
         learner = new_learner(self.cfg.algo, ckpt.model, self.cfg.learner)
         learner.load_state_dict(ckpt.learner_state)
         return learner
+
+    def _init_checkpoint(self, spec: EnvSpec) -> checkpoint.Checkpoint:
+        ckpt = checkpoint.load(self.cfg.init, spec=spec)
+        if ckpt.algo != self.cfg.algo:
+            raise UsageError(f"--init {self.cfg.init} is a {ckpt.algo} checkpoint; use --algo {ckpt.algo}")
+        return ckpt
 
     def evaluate_and_save(self, it: int, spec: EnvSpec, learner: Learner) -> dict[str, Any]:
         """Evaluate (recording the episodes), checkpoint, and keep the best checkpoint."""

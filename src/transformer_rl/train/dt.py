@@ -52,9 +52,11 @@ class DTConfig:
                                  Range(gt=0, le=100))
     below_return: float | None = setting(None, "Train only on episodes whose return is below this "
                                          "(weak-data experiments).")
-    # acting (`trl run`: online fine-tuning)
+    # online fine-tuning (`trl run --algo dt --init DT_CHECKPOINT`)
     target_scale: float = setting(1.5, "Online: play for this times the best return seen so far.",
                                   POSITIVE)
+    ent_coef: float = setting(0.0, "Entropy bonus on the action distribution (online: keeps it "
+                              "stochastic).", Range(ge=0))
 
 
 def returns_to_go(reward: np.ndarray, episode_rows: np.ndarray) -> np.ndarray:
@@ -76,12 +78,17 @@ def chosen_episodes(data: Transitions, percent: float, below: float | None = Non
     return np.sort(candidates[np.argsort(-returns[candidates], kind="stable")[:keep]])
 
 
-def action_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of the action at every real (unmasked) position; and the accuracy."""
-    logits = model(batch["obs"], batch["prev_action"], batch["mask"], batch["rtg"], batch["timestep"]).logits
+def action_loss(model, batch: dict[str, torch.Tensor], ent_coef: float = 0.0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the action at every real (unmasked) position, minus an entropy bonus;
+    and the accuracy."""
+    out = model(batch["obs"], batch["prev_action"], batch["mask"], batch["rtg"], batch["timestep"])
     m = batch["mask"]  # (B, K)
-    loss = F.cross_entropy(logits[m], batch["action"][m])
-    accuracy = (logits[m].argmax(-1) == batch["action"][m]).float().mean()
+    logits = out.logits[m]  # (positions, A)
+    loss = F.cross_entropy(logits, batch["action"][m])
+    if ent_coef:
+        loss = loss - ent_coef * torch.distributions.Categorical(logits=logits).entropy().mean()
+    accuracy = (logits.argmax(-1) == batch["action"][m]).float().mean()
     return loss, accuracy
 
 
@@ -142,7 +149,7 @@ class DTLearner:
             batch = {name: to_tensor(values, device) for name, values in (
                 ("obs", seq.obs[index]), ("prev_action", seq.prev_action[index]), ("mask", mask),
                 ("rtg", rtg[index]), ("timestep", timestep[index]), ("action", action[index]))}
-            loss, accuracy = action_loss(model, batch)
+            loss, accuracy = action_loss(model, batch, cfg.ent_coef)
             losses.append(check_finite(loss, i + 1))
             accuracies.append(accuracy.item())
             self.optimizer.zero_grad(set_to_none=True)
