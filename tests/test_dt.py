@@ -106,3 +106,38 @@ def test_dt_follows_its_target_on_random_cartpole_data(tmp_path, cartpole_data):
     assert r.exit_code == 0, r.output
     assert cli("eval", tmp_path / "bc", "--episodes", "4", "--target-return", "5").exit_code == 2
     assert resolve("CartPole-v1").max_episode_steps == 500
+
+
+def test_online_dt_starts_from_its_checkpoint_and_seeds_its_replay(tmp_path, cartpole_data):
+    from transformer_rl.datasets.checks import verify
+    from transformer_rl.train import checkpoint
+
+    assert cli("train", "--algo", "dt", "--data", cartpole_data, "--out", tmp_path / "dt",
+               "--updates", "100").exit_code == 0
+    r = cli("run", "--algo", "dt", "--init", tmp_path / "dt", "--seed-data", cartpole_data, "--seed-percent", "20",
+            "--root", tmp_path, "--name", "o", "--iterations", "2", "--steps-per-iteration", "1000",
+            "--updates", "50", "--eval-episodes", "4", "--stop-at", "1e9")
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "o"
+    assert verify(run / "data").ok
+    data = load(run / "data")
+    # iteration 1 was played by the offline DT, sampling (logp recorded), not uniformly at random
+    assert np.isfinite(data.logp).all() and not np.allclose(data.logp, np.log(0.5))
+    ckpt = checkpoint.load(run / "checkpoints" / "iter-002")
+    assert ckpt.algo == "dt" and ckpt.learner_state["updates"] == 100 + 2 * 50
+    # the replay held the seed data's best episodes: the best return seen is at least theirs
+    assert ckpt.learner_state["best_return"] >= load(cartpole_data).episode_returns().max()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in rows] == [1, 2]
+
+
+def test_episodes_and_join_keep_whole_episodes(cartpole_data):
+    from transformer_rl.datasets.reader import join
+
+    d = load(cartpole_data)
+    a, b = d.episodes(np.array([0, 2])), d.episodes(np.array([5]))
+    both = join([a, b])
+    assert both.num_episodes == 3 and len(both) == sum(np.diff(d.episode_rows)[[0, 2, 5]])
+    np.testing.assert_array_equal(both.episode_returns(), d.episode_returns()[[0, 2, 5]])
+    np.testing.assert_array_equal(both.final_obs, d.final_obs[[0, 2, 5]])
+    np.testing.assert_array_equal(both.obs[both.episode_rows[2]:], d.obs[d.episode_rows[5]:d.episode_rows[6]])

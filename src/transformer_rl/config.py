@@ -9,7 +9,7 @@ from typing import Any
 from transformer_rl.envs import resolve
 from transformer_rl.errors import UsageError
 from transformer_rl.models import ModelArgs
-from transformer_rl.settings import ENVS, MAX_SEED, POSITIVE, Algo, EvalMode, check, fill, setting
+from transformer_rl.settings import ENVS, MAX_SEED, POSITIVE, Algo, EvalMode, Range, check, fill, setting
 from transformer_rl.train import LEARNERS
 
 
@@ -21,12 +21,17 @@ class RunConfig:
     root: Path = Path("runs")
     seed: int = 0
     init: Path | None = None  # start from this checkpoint (Online DT: a DT trained offline)
+    seed_data: Path | None = None  # a dataset whose best episodes stay in the replay (Online DT)
     iterations: int = setting(20, "Most collect -> train cycles (stops once solved).", POSITIVE)
     steps_per_iteration: int = setting(10_000, "Env steps collected per iteration.", POSITIVE)
     num_envs: int = setting(8, "Envs collecting.", ENVS)
     eval_every: int = setting(1, "Evaluate and checkpoint every N iterations.", POSITIVE)
     eval_episodes: int = setting(100, "Episodes per evaluation (one env each).", ENVS)
     eval_mode: EvalMode = setting(EvalMode.greedy, "greedy, or sample from the policy (PPO).")
+    seed_percent: float = setting(10.0, "With --seed-data: the best X% of its episodes stay in the replay.",
+                                  Range(gt=0, le=100))
+    seed_below_return: float | None = setting(None, "With --seed-data: only its episodes whose return is "
+                                              "below this (weak-data experiments).")
     stop_at: float | None = setting(None, "Stop once an eval mean reaches this (none given: the "
                                     "env's threshold, e.g. 475 for CartPole-v1).")
     model: ModelArgs = field(default_factory=ModelArgs)
@@ -42,7 +47,7 @@ class RunConfig:
         flat: run, model and algorithm settings alike) on top."""
         algo = Algo(algo)
         family = "atari" if resolve(env).is_ram else "classic"
-        fixed = {k: settings.pop(k) for k in ("name", "root", "seed", "init") if k in settings}
+        fixed = {k: settings.pop(k) for k in ("name", "root", "seed", "init", "seed_data") if k in settings}
         built = fill({"run": cls, "model": ModelArgs, "learner": LEARNERS[algo][0]},
                      {**PRESETS[algo, family], **settings}, f"to --algo {algo}")
         run = built["run"]
@@ -62,6 +67,11 @@ class RunConfig:
         if not 0 <= self.seed <= top // 1000:
             raise UsageError(f"--seed {self.seed} is out of range: a run's env streams are seeded from "
                              f"seed * 1000 on; give a seed in [0, {top // 1000:,}]")
+        if self.seed_data is not None:
+            from transformer_rl.datasets.format import read_manifest
+
+            if read_manifest(self.seed_data)["env_id"] != self.env:
+                raise UsageError(f"--seed-data {self.seed_data} holds no {self.env} data; give a dataset of it")
         if self.eval_mode == EvalMode.sample and self.algo == Algo.dqn:
             raise UsageError("--eval-mode sample needs a policy: not with --algo dqn")
 
@@ -69,6 +79,7 @@ class RunConfig:
         d = asdict(self)
         d["root"] = str(self.root)
         d["init"] = str(self.init) if self.init is not None else None
+        d["seed_data"] = str(self.seed_data) if self.seed_data is not None else None
         return d
 
 
@@ -85,7 +96,7 @@ PRESETS: dict[tuple[Algo, str], dict[str, Any]] = {
     (Algo.ppo, "atari"): dict(iterations=488, steps_per_iteration=4096, num_envs=32, eval_every=25,
                               eval_episodes=16, eval_mode=EvalMode.sample, lr=1e-3, reward_clip=True,
                               episodic_life=True),
-    # Online Decision Transformer: start from an offline DT (--init), play for 1.5x the best
+    # Online Decision Transformer: start from an offline DT (--init), play for the best
     # return seen, sampling actions with an entropy bonus; learn from the run's replay
     (Algo.dt, "classic"): dict(steps_per_iteration=5000, updates=500, warmup_steps=0, ent_coef=0.01),
     (Algo.dt, "atari"): dict(iterations=100, steps_per_iteration=20_000, num_envs=16, eval_every=5,

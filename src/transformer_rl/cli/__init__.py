@@ -267,6 +267,8 @@ def run_command(
     seed: Annotated[int, typer.Option(help="Seed.", rich_help_panel=RUN_PANEL)] = 0,
     init: Annotated[Path | None, typer.Option(help="Start from this checkpoint (Online DT: a DT trained "
                                               "offline, with --algo dt).", rich_help_panel=RUN_PANEL)] = None,
+    seed_data: Annotated[Path | None, typer.Option(help="A dataset whose best episodes stay in the replay "
+                                                   "(Online DT).", rich_help_panel=RUN_PANEL)] = None,
     given: dict | None = None,
 ) -> None:
     """Collect -> train -> eval, N iterations, under runs/<name>/ (resumable).
@@ -277,7 +279,8 @@ def run_command(
     """
     from transformer_rl.pipeline import run
 
-    cfg = RunConfig.create(env, algo, name=name, root=root, seed=seed, init=init, **(given or {}))
+    cfg = RunConfig.create(env, algo, name=name, root=root, seed=seed, init=init, seed_data=seed_data,
+                           **(given or {}))
     report = run(cfg, log=console.print)
     best = report["best"] or {}
     console.print_json(json.dumps({k: report[k] for k in ("env", "algo", "model", "parameters",

@@ -16,8 +16,9 @@ from transformer_rl.collect.policies import RandomPolicy
 from transformer_rl.collect.rollout import CollectConfig, Collector, collect
 from transformer_rl.collect.trace import rollout_transitions
 from transformer_rl.datasets.format import read_manifest, totals
-from transformer_rl.datasets.reader import Transitions, load
+from transformer_rl.datasets.reader import Transitions, join, load
 from transformer_rl.envs import EnvSpec
+from transformer_rl.errors import UsageError
 
 
 def pool_seed(seed: int, num_envs: int, it: int) -> int:
@@ -32,11 +33,24 @@ def _summary(env_steps: int, returns: list[float], start: float) -> dict[str, An
 
 
 class ReplayExperience:
-    """Off-policy (DQN): each iteration plays ``steps_per_iteration`` more rows of fresh
-    episodes with a new pool; the learner gets the dataset's newest ``replay_rows`` rows."""
+    """Off-policy (DQN, Online DT): each iteration plays ``steps_per_iteration`` more rows of
+    fresh episodes with a new pool; the learner gets the dataset's newest ``replay_rows`` rows,
+    after the best ``seed_percent`` % of the episodes of ``seed_data`` when given."""
 
     def __init__(self, spec: EnvSpec, data_dir: Path, cfg, first_iteration: int):
         self.spec, self.data_dir, self.cfg = spec, data_dir, cfg
+        self.seed_episodes = None
+        if cfg.seed_data is not None:
+            seed = load(cfg.seed_data)
+            if seed.manifest["env_id"] != spec.env_id:
+                raise UsageError(f"--seed-data {cfg.seed_data} holds {seed.manifest['env_id']} data, "
+                                 f"not {spec.env_id}")
+            returns = seed.episode_returns()
+            allowed = np.flatnonzero(returns < (cfg.seed_below_return if cfg.seed_below_return is not None
+                                                else np.inf))
+            keep = max(1, int(np.ceil(len(allowed) * cfg.seed_percent / 100)))
+            best = allowed[np.argsort(-returns[allowed], kind="stable")[:keep]]
+            self.seed_episodes = seed.episodes(np.sort(best))
 
     def play(self, it: int, learner, env_steps: int) -> tuple[Transitions, dict[str, Any]]:
         cfg, start = self.cfg, time.perf_counter()
@@ -51,6 +65,8 @@ class ReplayExperience:
         target = CollectConfig(steps=rows_before + cfg.steps_per_iteration, num_envs=cfg.num_envs, seed=seed)
         stats = collect(self.spec, self.data_dir, policy, target, append=exists)
         data = load(self.data_dir, newest_rows=cfg.learner.replay_rows)
+        if self.seed_episodes is not None:
+            data = join([self.seed_episodes, data])
         return data, _summary(stats.env_steps, stats.returns, start)
 
     def flush(self) -> None:

@@ -55,6 +55,29 @@ class Transitions:
     def episode_returns(self) -> np.ndarray:
         return np.add.reduceat(self.reward, self.episode_rows[:-1]) if len(self) else np.zeros(0)
 
+    def episodes(self, chosen: np.ndarray) -> Transitions:
+        """Only the ``chosen`` episodes (indices, in the order given)."""
+        rows = np.concatenate([np.arange(self.episode_rows[e], self.episode_rows[e + 1]) for e in chosen])
+        lengths = np.diff(self.episode_rows)[chosen]
+        episode_rows = np.concatenate([[0], np.cumsum(lengths)])
+        return Transitions(**{f: getattr(self, f)[rows] for f in ROW_FIELDS},
+                           episode_start=np.repeat(episode_rows[:-1], lengths),
+                           final_obs=self.final_obs[chosen], episode_rows=episode_rows, manifest=self.manifest)
+
+
+ROW_FIELDS = ("obs", "action", "reward", "terminated", "truncated", "episode_id", "env_index", "step",
+              "logp", "value")
+
+
+def join(parts: list[Transitions]) -> Transitions:
+    """The episodes of several Transitions, one after another (replays seeded with other data)."""
+    lengths = np.concatenate([np.diff(p.episode_rows) for p in parts])
+    episode_rows = np.concatenate([[0], np.cumsum(lengths)])
+    return Transitions(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in ROW_FIELDS},
+                       episode_start=np.repeat(episode_rows[:-1], lengths),
+                       final_obs=np.concatenate([p.final_obs for p in parts]), episode_rows=episode_rows,
+                       manifest=parts[-1].manifest)
+
 
 def _fixed_list_to_numpy(column: pa.ChunkedArray, dim: int) -> np.ndarray:
     chunk = column.combine_chunks()
