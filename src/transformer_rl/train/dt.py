@@ -40,7 +40,7 @@ MAX_TIMESTEP = 2048
 @dataclass
 class DTConfig:
     # optimisation: AdamW with a linear warmup, as in the paper
-    updates: int = setting(2000, "Gradient steps (per iteration in `run`).", POSITIVE)
+    updates: int = setting(5000, "Gradient steps (per iteration in `run`).", POSITIVE)
     batch: int = setting(64, "Windows per gradient step.", POSITIVE)
     lr: float = setting(1e-3, "AdamW learning rate (after warmup).", POSITIVE)
     weight_decay: float = setting(1e-4, "AdamW weight decay.", Range(ge=0))
