@@ -12,13 +12,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from transformer_rl import __version__
-from transformer_rl.cli.common import OneLineErrors, console, err_console, user_errors
+from transformer_rl.cli.collect import collect, list_envs
+from transformer_rl.cli.common import EnvOpt, OneLineErrors, console, err_console, stop, user_errors
 from transformer_rl.cli.datasets import datasets_app
 from transformer_rl.cli.options import with_settings
 from transformer_rl.config import PRESETS, RunConfig
 from transformer_rl.errors import UsageError
 from transformer_rl.models import ModelArgs
-from transformer_rl.settings import POSITIVE, Algo, Choice, EvalMode, check_value, fill
+from transformer_rl.settings import POSITIVE, Algo, EvalMode, check_value, fill
 from transformer_rl.train import LEARNERS
 
 app = typer.Typer(
@@ -29,15 +30,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(datasets_app, name="datasets")
+app.command()(collect)
+app.command("envs")(list_envs)
 
-
-
-class CollectPolicy(Choice):
-    random = "random"
-
-
-ENV_PANEL = "Environment"
-DATA_PANEL = "Data"
 
 
 def _version(value: bool) -> None:
@@ -55,118 +50,9 @@ def _main(
     """Teach GPT-style transformers to play games."""
 
 
-EnvOpt = Annotated[
-    str,
-    typer.Option(
-        "--env", help="EnvPool id (CartPole-v1, Acrobot-v1, ...) or <Game>-ram for Atari RAM.",
-        rich_help_panel=ENV_PANEL,
-    ),
-]
-StickyOpt = Annotated[
-    float | None,
-    typer.Option(help="Atari sticky-action probability (ALE v5 default 0.25).", rich_help_panel=ENV_PANEL),
-]
-FrameSkipOpt = Annotated[
-    int | None, typer.Option(help="Atari frame skip (ALE v5 default 4).", rich_help_panel=ENV_PANEL)
-]
-
-
-def _collect_progress(total: int, unit: str):
-    progress = Progress(
-        TextColumn("[bold]collect"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} " + unit),
-        TextColumn("{task.fields[sps]:,.0f} steps/s"),
-        TextColumn("{task.fields[episodes]:,} episodes"),
-        TextColumn("return {task.fields[mean_return]:.1f}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    )
-    task = progress.add_task("collect", total=total, sps=0.0, episodes=0, mean_return=0.0)
-
-    def update(stats, already: int = 0) -> None:
-        if not progress.live.is_started:  # started on first news, so errors print alone
-            progress.start()
-        recent = stats.returns[-100:]
-        done = stats.rows if unit == "steps" else stats.episodes
-        progress.update(
-            task,
-            completed=min(total, already + done),
-            sps=stats.steps_per_s,
-            episodes=stats.episodes,
-            mean_return=sum(recent) / len(recent) if recent else 0.0,
-        )
-
-    return progress, update
-
-
-@app.command()
-@user_errors
-def collect(
-    env: EnvOpt,
-    out: Annotated[Path, typer.Option(help="Dataset directory to create (or continue with --resume).")],
-    steps: Annotated[int | None, typer.Option(help="Stop after this many recorded transitions.")] = None,
-    episodes: Annotated[int | None, typer.Option(help="Stop after this many recorded episodes.")] = None,
-    num_envs: Annotated[int, typer.Option(help="Envs in the EnvPool pool.")] = 8,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Async EnvPool: envs per batch, < --num-envs.")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Base seed: env stream i is seeded seed + i.")] = 0,
-    policy: Annotated[CollectPolicy, typer.Option(help="Behaviour policy (trained policies: `trl eval "
-                                                "--record`).")] = CollectPolicy.random,
-    resume: Annotated[
-        bool, typer.Option(help="Continue the dataset at --out until the target is reached.")
-    ] = False,
-    shard_rows: Annotated[int, typer.Option(help="Rows per Parquet shard.", rich_help_panel=DATA_PANEL)] = 100_000,
-    sticky: StickyOpt = None,
-    frame_skip: FrameSkipOpt = None,
-) -> None:
-    """Play an environment with EnvPool and write whole episodes to a Parquet dataset.
-
-    Example: trl collect --env CartPole-v1 --steps 100000 --num-envs 8 --out data/cartpole
-    """
-    from transformer_rl import envs
-    from transformer_rl.collect.policies import RandomPolicy
-    from transformer_rl.collect.rollout import CollectConfig
-    from transformer_rl.collect.rollout import collect as run_collect
-
-    cfg = CollectConfig(steps=steps, episodes=episodes, num_envs=num_envs, batch_size=batch_size,
-                        seed=seed, shard_rows=shard_rows)
-    cfg.validate()
-    spec = envs.resolve(env, sticky=sticky, frame_skip=frame_skip)
-    behaviour = RandomPolicy(spec.num_actions, seed)
-    progress, update = _collect_progress(steps or episodes, "steps" if steps else "episodes")
-    try:
-        stats = run_collect(spec, out, behaviour, cfg, append=resume, progress=update)
-    finally:
-        stop(progress)
-    console.print(
-        f"{stats.rows:,} transitions in {stats.episodes:,} episodes -> {out} "
-        f"(dataset: {stats.dataset_rows:,} rows, {stats.dataset_episodes:,} episodes; "
-        f"{stats.steps_per_s:,.0f} env steps/s)"
-    )
-
-
-@app.command("envs")
-def list_envs(
-    match: Annotated[str, typer.Argument(help="Only ids containing this text.")] = "",
-) -> None:
-    """List the env ids trl accepts (Atari games as <Game>-ram)."""
-    from transformer_rl import envs
-
-    ids = [i for i in envs.accepted_ids() if match.lower() in i.lower()]
-    console.print("\n".join(ids))
-
-
 MODEL_PANEL, TRAIN_PANEL, RUN_PANEL = "Model", "Training", "Run"
 LEARNER_SETTINGS = {str(algo): cls for algo, (cls, _) in LEARNERS.items()}
 AlgoOpt = Annotated[Algo, typer.Option(help="The learning algorithm (see Training options).")]
-
-
-def stop(progress: Progress) -> None:
-    if progress.live.is_started:  # stopping a bar that never started prints a blank line
-        progress.stop()
 
 
 def _train_progress(algo: Algo):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import functools
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from typer.core import TyperGroup
 
 from transformer_rl.errors import UsageError
@@ -72,3 +74,18 @@ class OneLineErrors(TyperGroup):
         except typer.Abort:
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+ENV_PANEL = "Environment"
+EnvOpt = Annotated[
+    str,
+    typer.Option(
+        "--env", help="EnvPool id (CartPole-v1, Acrobot-v1, ...) or <Game>-ram for Atari RAM.",
+        rich_help_panel=ENV_PANEL,
+    ),
+]
+
+
+def stop(progress: Progress) -> None:
+    if progress.live.is_started:  # stopping a bar that never started prints a blank line
+        progress.stop()

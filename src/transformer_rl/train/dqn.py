@@ -23,13 +23,7 @@ from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.datasets.reader import Transitions
 from transformer_rl.datasets.sequences import Sequences, build_sequences
 from transformer_rl.settings import POSITIVE, UNIT, Range, setting
-from transformer_rl.train.learner import (
-    Progress,
-    check_finite,
-    load_optimizer_state,
-    optimizer_state,
-    to_tensor,
-)
+from transformer_rl.train.learner import Progress, check_finite, load_optimizer_state, optimizer_state, to_tensor
 
 
 @dataclass

@@ -26,13 +26,7 @@ from transformer_rl.datasets.reader import Transitions
 from transformer_rl.datasets.sequences import build_sequences
 from transformer_rl.errors import UsageError
 from transformer_rl.settings import POSITIVE, Range, setting
-from transformer_rl.train.learner import (
-    Progress,
-    check_finite,
-    load_optimizer_state,
-    optimizer_state,
-    to_tensor,
-)
+from transformer_rl.train.learner import Progress, check_finite, load_optimizer_state, optimizer_state, to_tensor
 
 MAX_TIMESTEP = 2048
 
