@@ -42,6 +42,8 @@ class RunDir:
         if state_path.is_file():
             saved = json.loads((self.path / "config.json").read_text())
             mine = self.cfg.to_json()
+            if isinstance(saved.get("model"), dict):  # settings added since the run began keep their defaults
+                saved["model"] = {**mine["model"], **saved["model"]}
             for key in ("env", "algo", "model"):
                 if saved[key] != mine[key]:
                     raise UsageError(f"{self.path} is a run with {_differences(saved, mine, key)}; rerun it "

@@ -17,7 +17,7 @@ import torch.nn as nn
 from transformer_rl.errors import UsageError
 from transformer_rl.models.gpt import GPT, GPTConfig, ModelOutput
 from transformer_rl.models.mlp import MLP, MLPConfig
-from transformer_rl.settings import POSITIVE, Choice, ModelKind, check, setting
+from transformer_rl.settings import POSITIVE, Choice, ModelKind, Range, check, setting
 
 if TYPE_CHECKING:
     from transformer_rl.datasets.reader import Transitions
@@ -40,6 +40,8 @@ class ModelArgs:
     n_head: int = setting(GPTConfig.n_head, "GPT attention heads.", POSITIVE)
     n_embd: int = setting(GPTConfig.n_embd, "GPT embedding width.", POSITIVE)
     hidden: int = setting(MLPConfig.hidden, "MLP hidden width.", POSITIVE)
+    dropout: float = setting(GPTConfig.dropout, "GPT dropout (attention, residual, embeddings).",
+                             Range(ge=0, lt=1))
     ram_norm: RamNorm = setting(RamNorm.data, "Byte observations: data (per byte, scaled from the "
                                 "first data) or fixed (/255).")
 
@@ -57,7 +59,7 @@ class ModelArgs:
         base = {"obs_dim": spec.obs_dim, "num_actions": spec.num_actions, "model": str(self.model)}
         if self.model == ModelKind.gpt:
             return {**base, "context": self.context, "n_layer": self.n_layer,
-                    "n_head": self.n_head, "n_embd": self.n_embd}
+                    "n_head": self.n_head, "n_embd": self.n_embd, "dropout": self.dropout}
         return {**base, "hidden": self.hidden, "n_layer": self.n_layer}
 
 
