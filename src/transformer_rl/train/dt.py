@@ -35,7 +35,7 @@ MAX_TIMESTEP = 2048
 class DTConfig:
     # optimisation: AdamW with a linear warmup, as in the paper
     updates: int = setting(5000, "Gradient steps (per iteration in `run`).", POSITIVE)
-    batch: int = setting(64, "Windows per gradient step.", POSITIVE)
+    batch: int = setting(256, "Windows per gradient step.", POSITIVE)
     lr: float = setting(1e-3, "AdamW learning rate (after warmup).", POSITIVE)
     weight_decay: float = setting(1e-4, "AdamW weight decay.", Range(ge=0))
     warmup_steps: int = setting(200, "Gradient steps of linear learning-rate warmup.", Range(ge=0))
