@@ -96,7 +96,7 @@ PRESETS: dict[tuple[Algo, str], dict[str, Any]] = {
     (Algo.ppo, "atari"): dict(iterations=488, steps_per_iteration=4096, num_envs=32, eval_every=25,
                               eval_episodes=16, eval_mode=EvalMode.sample, lr=1e-3, reward_clip=True,
                               episodic_life=True),
-    # Online Decision Transformer: start from an offline DT (--init), play for the best
+    # Online Decision Transformer: start from an offline DT (--init), play for 1.3x the best
     # return seen, sampling actions with an entropy bonus; learn from the run's replay
     (Algo.dt, "classic"): dict(steps_per_iteration=5000, updates=500, warmup_steps=0, ent_coef=0.01),
     (Algo.dt, "atari"): dict(iterations=100, steps_per_iteration=20_000, num_envs=16, eval_every=5,

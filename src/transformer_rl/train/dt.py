@@ -47,7 +47,7 @@ class DTConfig:
     below_return: float | None = setting(None, "Train only on episodes whose return is below this "
                                          "(weak-data experiments).")
     # online fine-tuning (`trl run --algo dt --init DT_CHECKPOINT`)
-    target_scale: float = setting(1.0, "Online: play for this times the best return seen so far.",
+    target_scale: float = setting(1.3, "Online: play for this times the best return seen so far.",
                                   POSITIVE)
     ent_coef: float = setting(0.0, "Entropy bonus on the action distribution (online: keeps it "
                               "stochastic).", Range(ge=0))
