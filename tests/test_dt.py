@@ -10,7 +10,7 @@ from conftest import cli
 from transformer_rl.datasets import load
 from transformer_rl.envs import resolve
 from transformer_rl.models import GPT, GPTConfig
-from transformer_rl.train.dt import DTConfig, DTLearner, chosen_episodes, returns_to_go
+from transformer_rl.train.dt import DTConfig, DTLearner, returns_to_go
 
 
 def test_returns_to_go_by_hand():
@@ -19,13 +19,13 @@ def test_returns_to_go_by_hand():
     assert returns_to_go(reward, np.array([0, 3, 5])).tolist() == [6, 5, 3, 30, 20]
 
 
-def test_chosen_episodes(cartpole_data):
+def test_best_episodes(cartpole_data):
     d = load(cartpole_data)
     returns = d.episode_returns()
-    best = chosen_episodes(d, percent=10)
+    best = d.best_episodes(percent=10)
     assert len(best) == int(np.ceil(d.num_episodes / 10))
     assert returns[best].min() >= np.sort(returns)[::-1][len(best) - 1]
-    weak = chosen_episodes(d, percent=100, below=20)
+    weak = d.best_episodes(percent=100, below=20)
     assert (returns[weak] < 20).all() and len(weak) == (returns < 20).sum()
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from transformer_rl.errors import UsageError
+
 
 def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     path = Path(path)
@@ -62,8 +64,6 @@ def fsync_dir(path: Path) -> None:
 def check_output_json(path: Path, kind: str, option: str) -> None:
     """Refuse an output path that trl may not replace: a directory, a missing parent, or an
     existing file that is not an earlier ``kind`` output of trl (its JSON says so)."""
-    from transformer_rl.errors import UsageError
-
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{option} {path} is a directory; give a file path for the JSON")
@@ -91,8 +91,6 @@ def _is_output(path: Path, kind: str) -> bool:
 
 def check_creatable(path: Path, option: str) -> None:
     """``path`` can be created: its nearest existing ancestor is a writable directory."""
-    from transformer_rl.errors import UsageError
-
     ancestor = Path(path).absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent

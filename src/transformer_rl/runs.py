@@ -23,7 +23,7 @@ from transformer_rl.envs import EnvSpec
 from transformer_rl.errors import UsageError
 from transformer_rl.evaluate.evaluate import evaluate
 from transformer_rl.evaluate.plots import plot_runs
-from transformer_rl.files import atomic_write_dir, atomic_write_json, check_creatable, copy_dir
+from transformer_rl.files import atomic_write_bytes, atomic_write_dir, atomic_write_json, check_creatable, copy_dir
 from transformer_rl.train import checkpoint, new_learner
 from transformer_rl.train.learner import Learner
 
@@ -58,6 +58,7 @@ class RunDir:
             check_creatable(self.path, "--root/--name")
             if self.cfg.init is not None:  # a bad --init is refused before anything is written
                 self._init_checkpoint(spec)
+
             def fill(tmp: Path) -> None:
                 (tmp / "config.json").write_text(json.dumps(self.cfg.to_json(), indent=1) + "\n")
                 (tmp / "state.json").write_text(json.dumps(self.state, indent=1) + "\n")
@@ -74,7 +75,7 @@ class RunDir:
         if metrics.exists():
             rows = [line for line in metrics.read_text().splitlines()
                     if line.strip() and json.loads(line)["iteration"] <= state["iteration"]]
-            metrics.write_text("".join(line + "\n" for line in rows))
+            atomic_write_bytes(metrics, "".join(line + "\n" for line in rows).encode())
         best = self.path / "checkpoints" / "best"
         if state["best"] is not None:  # `best` may hold a rolled-back iteration's checkpoint
             copy_dir(self.checkpoint(state["best"]["iteration"]), best)

@@ -45,12 +45,11 @@ class ReplayExperience:
             if seed.manifest["env_id"] != spec.env_id:
                 raise UsageError(f"--seed-data {cfg.seed_data} holds {seed.manifest['env_id']} data, "
                                  f"not {spec.env_id}")
-            returns = seed.episode_returns()
-            allowed = np.flatnonzero(returns < (cfg.seed_below_return if cfg.seed_below_return is not None
-                                                else np.inf))
-            keep = max(1, int(np.ceil(len(allowed) * cfg.seed_percent / 100)))
-            best = allowed[np.argsort(-returns[allowed], kind="stable")[:keep]]
-            self.seed_episodes = seed.episodes(np.sort(best))
+            best = seed.best_episodes(cfg.seed_percent, cfg.seed_below_return)
+            if not len(best):
+                raise UsageError(f"--seed-data {cfg.seed_data} has no episode below --seed-below-return "
+                                 f"{cfg.seed_below_return:g}; raise it")
+            self.seed_episodes = seed.episodes(best)
 
     def play(self, it: int, learner, env_steps: int) -> tuple[Transitions, dict[str, Any]]:
         cfg, start = self.cfg, time.perf_counter()

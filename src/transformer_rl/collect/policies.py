@@ -68,8 +68,10 @@ class ModelPolicy:
         self.ctx_prev = np.full((num_envs, self.k), cfg.num_actions, np.int64)
         self.ctx_len = np.zeros(num_envs, np.int64)
         self.last_action = np.full(num_envs, cfg.num_actions, np.int64)
+        # a Decision Transformer's extra inputs: each env's return-to-go and step in its episode
+        self.conditioned = bool(getattr(cfg, "rtg", False) or getattr(cfg, "max_timestep", 0))
         self.target_return = target_return
-        self.rtg = np.zeros(num_envs, np.float32)  # each env's return-to-go and step in its episode
+        self.rtg = np.zeros(num_envs, np.float32)
         self.timestep = np.zeros(num_envs, np.int64)
         self.ctx_rtg = np.zeros((num_envs, self.k), np.float32)
         self.ctx_time = np.zeros((num_envs, self.k), np.int64)
@@ -81,18 +83,21 @@ class ModelPolicy:
         ids = env_ids
         self.ctx_len[ids[first]] = 0
         self.last_action[ids[first]] = self.num_actions
-        self.rtg[ids] = np.where(first, self.target_return, self.rtg[ids] - reward)
-        self.timestep[ids] = np.where(first, 0, self.timestep[ids] + 1)
-        # shift each env's context left by one and append the new step
-        for ctx, new in ((self.ctx_obs, obs), (self.ctx_prev, self.last_action[ids]),
-                         (self.ctx_rtg, self.rtg[ids]), (self.ctx_time, self.timestep[ids])):
+        contexts = [(self.ctx_obs, obs), (self.ctx_prev, self.last_action[ids])]
+        if self.conditioned:  # only a Decision Transformer pays for these on every step
+            self.rtg[ids] = np.where(first, self.target_return, self.rtg[ids] - reward)
+            self.timestep[ids] = np.where(first, 0, self.timestep[ids] + 1)
+            contexts += [(self.ctx_rtg, self.rtg[ids]), (self.ctx_time, self.timestep[ids])]
+        for ctx, new in contexts:  # shift each env's context left by one and append the new step
             ctx[ids, :-1] = ctx[ids, 1:]
             ctx[ids, -1] = new
         self.ctx_len[ids] = np.minimum(self.ctx_len[ids] + 1, self.k)
         mask = np.arange(self.k)[None, :] >= (self.k - self.ctx_len[ids])[:, None]  # (B, K)
+        inputs = [self.ctx_obs[ids], self.ctx_prev[ids], mask]
+        if self.conditioned:
+            inputs += [self.ctx_rtg[ids], self.ctx_time[ids]]
         with torch.inference_mode():
-            out = self.model(*(torch.from_numpy(a).to(self.device) for a in (
-                self.ctx_obs[ids], self.ctx_prev[ids], mask, self.ctx_rtg[ids], self.ctx_time[ids])))
+            out = self.model(*(torch.from_numpy(a).to(self.device) for a in inputs))
         logp = value = None
         if self.algo == "dqn":
             q = out.q[:, -1].float().cpu()  # (B, A)

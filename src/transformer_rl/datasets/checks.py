@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transformer_rl.datasets.format import arrow_schema, read_manifest, sha256_file
+from transformer_rl.datasets.format import arrow_schema, read_manifest, shard_problem
 from transformer_rl.datasets.reader import Transitions, load
 from transformer_rl.envs import EnvSpec, make_pool, observe
 
@@ -42,14 +42,9 @@ def validate(root: Path, max_problems: int = 20) -> Report:
     for shard in manifest["shards"]:
         name, path = shard["file"], root / shard["file"]
         first_id, next_id = next_id, next_id + shard["episodes"]  # even if this shard is bad
-        if not path.is_file():
-            problems.append(f"{name}: listed in the manifest but missing")
-            continue
-        if path.stat().st_size != shard["bytes"]:
-            problems.append(f"{name}: {path.stat().st_size} bytes, manifest says {shard['bytes']}")
-            continue
-        if sha256_file(path) != shard["sha256"]:
-            problems.append(f"{name}: checksum mismatch (the file changed after it was written)")
+        problem = shard_problem(path, shard)
+        if problem:
+            problems.append(f"{name}: {problem}")
             continue
         try:
             table = pq.read_table(path)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transformer_rl.errors import DamagedData, UsageError
-from transformer_rl.files import atomic_write_bytes
+from transformer_rl.files import atomic_write_json
 
 FORMAT = "trl-dataset"
 FORMAT_VERSION = 1
@@ -65,7 +65,7 @@ def sha256_file(path: Path) -> str:
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    atomic_write_bytes(root / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    atomic_write_json(root / MANIFEST, manifest)
 
 
 def is_dataset(root: Path) -> bool:
@@ -162,33 +162,48 @@ def new_manifest(spec_json: dict[str, Any], seed: int, envpool_version: str) -> 
     }
 
 
+def shard_problem(path: Path, shard: dict[str, Any], data: bytes | None = None) -> str | None:
+    """What is wrong with a listed shard's file (missing, another size, another checksum), or
+    None; ``data`` is the file's bytes when already read."""
+    if data is None and not path.is_file():
+        return "listed in the manifest but missing"
+    size = len(data) if data is not None else path.stat().st_size
+    if size != shard["bytes"]:
+        return f"{size} bytes, manifest says {shard['bytes']}"
+    if (sha256_bytes(data) if data is not None else sha256_file(path)) != shard["sha256"]:
+        return "checksum mismatch (the file changed after it was written)"
+    return None
+
+
+def _damaged(path: Path, problem: str, root: Path) -> DamagedData:
+    return DamagedData(f"{path}: {problem}; the dataset is damaged "
+                       f"(`trl datasets validate {root}` lists every problem)")
+
+
 def read_shard(root: Path, shard: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
     """A listed shard as a table, after checking its size and checksum against the manifest;
     DamagedData naming the file if it is missing, changed or unreadable."""
     path = Path(root) / shard["file"]
-    hint = f"`trl datasets validate {root}` lists every problem"
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DamagedData(f"{path}: listed in the manifest but missing; the dataset is damaged ({hint})") from None
-    if len(data) != shard["bytes"] or sha256_bytes(data) != shard["sha256"]:
-        what = f"{len(data)} bytes, the manifest says {shard['bytes']}" if len(data) != shard["bytes"] \
-            else "checksum mismatch (the file changed after it was written)"
-        raise DamagedData(f"{path}: {what}; the dataset is damaged ({hint})")
+        raise _damaged(path, "listed in the manifest but missing", root) from None
+    problem = shard_problem(path, shard, data)
+    if problem:
+        raise _damaged(path, problem, root)
     try:
         return pq.read_table(pa.BufferReader(data), columns=columns)
     except (pa.ArrowException, OSError) as e:
-        raise DamagedData(f"{path}: unreadable Parquet ({' '.join(str(e).split())}) ({hint})") from e
+        raise _damaged(path, f"unreadable Parquet ({' '.join(str(e).split())})", root) from e
 
 
 def check_shards(root: Path, manifest: dict[str, Any]) -> None:
     """Every listed shard present, of its size and checksum (before appending to a dataset)."""
     for shard in manifest["shards"]:
         path = Path(root) / shard["file"]
-        if not path.is_file() or path.stat().st_size != shard["bytes"] or sha256_file(path) != shard["sha256"]:
-            state = "missing" if not path.is_file() else "changed since it was written"
-            raise DamagedData(f"{path}: listed in the manifest but {state}; the dataset is damaged "
-                              f"(`trl datasets validate {root}` lists every problem)")
+        problem = shard_problem(path, shard)
+        if problem:
+            raise _damaged(path, problem, root)
 
 
 def totals(manifest: dict[str, Any]) -> tuple[int, int]:

@@ -55,9 +55,23 @@ class Transitions:
     def episode_returns(self) -> np.ndarray:
         return np.add.reduceat(self.reward, self.episode_rows[:-1]) if len(self) else np.zeros(0)
 
+    def rows_of(self, episodes: np.ndarray) -> np.ndarray:
+        """The rows of the given episodes (indices), in that order."""
+        return np.concatenate([np.arange(self.episode_rows[e], self.episode_rows[e + 1]) for e in episodes])
+
+    def best_episodes(self, percent: float, below: float | None = None) -> np.ndarray:
+        """Sorted indices of the best ``percent`` % of the episodes (at least one) by return, of
+        those whose return is below ``below`` when given; empty if none is."""
+        returns = self.episode_returns()
+        candidates = np.flatnonzero(returns < below) if below is not None else np.arange(len(returns))
+        if not len(candidates):
+            return candidates
+        keep = max(1, int(np.ceil(len(candidates) * percent / 100)))
+        return np.sort(candidates[np.argsort(-returns[candidates], kind="stable")[:keep]])
+
     def episodes(self, chosen: np.ndarray) -> Transitions:
         """Only the ``chosen`` episodes (indices, in the order given)."""
-        rows = np.concatenate([np.arange(self.episode_rows[e], self.episode_rows[e + 1]) for e in chosen])
+        rows = self.rows_of(chosen)
         lengths = np.diff(self.episode_rows)[chosen]
         episode_rows = np.concatenate([[0], np.cumsum(lengths)])
         return Transitions(**{f: getattr(self, f)[rows] for f in ROW_FIELDS},

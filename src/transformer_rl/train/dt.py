@@ -61,17 +61,6 @@ def returns_to_go(reward: np.ndarray, episode_rows: np.ndarray) -> np.ndarray:
     return rtg.astype(np.float32)
 
 
-def chosen_episodes(data: Transitions, percent: float, below: float | None = None) -> np.ndarray:
-    """The episodes trained on, sorted: those whose return is below ``below`` (if given), and of
-    them the best ``percent`` % by return (at least one)."""
-    returns = data.episode_returns()
-    candidates = np.flatnonzero(returns < below) if below is not None else np.arange(len(returns))
-    if not len(candidates):
-        raise UsageError(f"no episode has a return below --below-return {below:g}; raise it")
-    keep = max(1, int(np.ceil(len(candidates) * percent / 100)))
-    return np.sort(candidates[np.argsort(-returns[candidates], kind="stable")[:keep]])
-
-
 def action_loss(model, batch: dict[str, torch.Tensor], ent_coef: float = 0.0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of the action at every real (unmasked) position, minus an entropy bonus;
@@ -129,8 +118,10 @@ class DTLearner:
         timestep[seq.step_of_row] = data.step
         action = np.zeros(len(seq), np.int64)
         action[seq.step_of_row] = data.action
-        episodes = chosen_episodes(data, cfg.top_percent, cfg.below_return)
-        rows = np.concatenate([np.arange(data.episode_rows[e], data.episode_rows[e + 1]) for e in episodes])
+        episodes = data.best_episodes(cfg.top_percent, cfg.below_return)
+        if not len(episodes):
+            raise UsageError(f"no episode has a return below --below-return {cfg.below_return:g}; raise it")
+        rows = data.rows_of(episodes)
         self.best_return = max(self.best_return, float(data.episode_returns()[episodes].max()))
         rng = np.random.default_rng(seed)
         model.train()

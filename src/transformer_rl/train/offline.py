@@ -54,7 +54,6 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
     if init is not None and ckpt.algo == algo:
         learner.load_state_dict(ckpt.learner_state)
     metrics = learner.update(data, seed=seed, progress=progress)
-    counters["updates"] = learner.updates
     checkpoint.save(out, model, spec, algo, learner_state=learner.state_dict(), counters=counters,
                     train_config={str(algo): config, "data": str(data_dir), "seed": seed})
     return {"parameters": model.num_params(), **metrics, "checkpoint": str(out)}
