@@ -27,7 +27,8 @@ class Table(torch.nn.Module):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.tensor(scale))
 
-    def forward(self, obs, prev_action, mask=None):
+    def forward(self, obs, prev_action, mask=None, last_only=False):
+        obs = obs[:, -1:] if last_only else obs
         q = self.scale * obs
         return ModelOutput(q=q, logits=q, value=self.scale * obs[..., 0])
 

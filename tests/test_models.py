@@ -46,6 +46,27 @@ def test_left_padding_is_ignored_and_finite():
     assert torch.allclose(base[:, 3:], other[:, 3:], atol=1e-5)
 
 
+@pytest.mark.parametrize("n_layer,gated", [(1, False), (2, False), (3, True)])
+def test_last_only_gives_the_full_forwards_last_position(n_layer, gated):
+    """Acting and PPO ask for the last position only; the last block then runs one query. The
+    answer must be the full forward's, with left padding and without a mask."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(obs_dim=5, num_actions=3, context=6, n_layer=n_layer, n_head=2, n_embd=16,
+                          gated=gated))
+    for p in model.parameters():  # away from the near-zero init, so every path matters
+        torch.nn.init.normal_(p, std=0.3)
+    obs, prev = torch.randn(7, 6, 5), torch.randint(0, 4, (7, 6))
+    mask = torch.ones(7, 6, dtype=torch.bool)
+    mask[:3, :2] = False
+    for m in (mask, None):
+        full, last = model(obs, prev, m), model(obs, prev, m, last_only=True)
+        assert last.logits.shape == (7, 1, 3)
+        for a, b in ((full.q, last.q), (full.logits, last.logits), (full.value, last.value)):
+            torch.testing.assert_close(a[:, -1], b[:, -1], atol=1e-6, rtol=1e-5)
+    mlp = MLP(MLPConfig(obs_dim=5, num_actions=3))
+    torch.testing.assert_close(mlp(obs, prev).q[:, -1], mlp(obs, prev, last_only=True).q[:, -1])
+
+
 def test_mlp_positions_are_independent():
     model = MLP(MLPConfig(4, 2)).eval()
     obs, prev = inputs()

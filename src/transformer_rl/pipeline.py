@@ -8,6 +8,7 @@ directory (runs.py) makes the loop resumable from any instant.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from transformer_rl.envs import resolve, reward_threshold
 from transformer_rl.models import new_model
 from transformer_rl.runs import RunDir
 from transformer_rl.train import LEARNERS, model_extras, new_learner
+from transformer_rl.train.learner import Snapshot
 
 
 def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
@@ -33,16 +35,27 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     on_policy = LEARNERS[cfg.algo][1].on_policy
     experience = (RolloutExperience if on_policy else ReplayExperience)(spec, run_dir.data, cfg,
                                                                          state["iteration"] + 1)
+    # --overlap: the learner updates on iteration k in a thread while the envs play iteration
+    # k+1 with a snapshot of the weights from before that update (one iteration of policy lag)
+    updater = ThreadPoolExecutor(1, thread_name_prefix="learner") if cfg.overlap else None
+    actor = ahead = None  # the snapshot, and the next iteration's experience played meanwhile
     t_last = time.perf_counter()
     try:
         while state["iteration"] < cfg.iterations and not state["solved"]:
             it, t0 = state["iteration"] + 1, time.perf_counter()
-            data, played = experience.play(it, learner, state["env_steps"])
+            data, played = ahead or experience.play(it, actor or learner, state["env_steps"])
             if learner is None:
                 extras = model_extras(cfg.algo, cfg.learner, spec, data)
                 learner = new_learner(cfg.algo, new_model(spec, cfg.model, data, cfg.seed, extras), cfg.learner)
                 log(f"{cfg.model.model}: {learner.model.num_params():,} parameters")
-            metrics = learner.update(data, seed=cfg.seed * 1000 + it)
+            if updater is not None and it < cfg.iterations:
+                actor = actor or Snapshot(learner, it - 1)
+                update = updater.submit(learner.update, data, seed=cfg.seed * 1000 + it)
+                ahead = experience.play(it + 1, actor, state["env_steps"] + played["env_steps"])
+                metrics = update.result()
+                actor.sync(it)
+            else:
+                metrics, ahead = learner.update(data, seed=cfg.seed * 1000 + it), None
             state["env_steps"] += played["env_steps"]
             row = {"iteration": it, "env_steps": state["env_steps"],
                    "charts/collect_s": round(played["collect_s"], 2),
@@ -69,5 +82,7 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
             if solved:
                 log(f"eval mean {report['mean_return']:.1f} >= {stop_at}: solved")
     finally:
+        if updater is not None:
+            updater.shutdown(cancel_futures=True)
         experience.close()
     return run_dir.finish(learner.model.num_params() if learner else None, stop_at)

@@ -57,8 +57,9 @@ class ReplayExperience:
         if learner is None:
             policy = RandomPolicy(self.spec.num_actions, seed)
         else:
+            weights = getattr(learner, "iteration", it - 1)  # a Snapshot (--overlap) lags one more
             policy = learner.behaviour(cfg.num_envs, seed, env_steps,
-                                       {"iteration": it - 1, "checkpoint": f"iter-{it - 1:03d}"})
+                                       {"iteration": weights, "checkpoint": f"iter-{weights:03d}"})
         exists = self.data_dir.exists()
         rows_before = totals(read_manifest(self.data_dir))[0] if exists else 0
         target = CollectConfig(steps=rows_before + cfg.steps_per_iteration, num_envs=cfg.num_envs, seed=seed)

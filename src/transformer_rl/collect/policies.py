@@ -97,7 +97,7 @@ class ModelPolicy:
         if self.conditioned:
             inputs += [self.ctx_rtg[ids], self.ctx_time[ids]]
         with torch.inference_mode():
-            out = self.model(*(torch.from_numpy(a).to(self.device) for a in inputs))
+            out = self.model(*(torch.from_numpy(a).to(self.device) for a in inputs), last_only=True)
         logp = value = None
         if self.algo == "dqn":
             q = out.q[:, -1].float().cpu()  # (B, A)

@@ -48,15 +48,19 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.n_head, self.dropout = config.n_head, config.dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, last: bool = False) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); with ``last`` only the last position's query: (B, 1, C)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(  # (B, nh, T, hs)
-            q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+        if last:  # the last query attends to every key: causal needs no mask (is_causal would
+            q = q[:, :, -1:]  # align the single query with the first key)
+            attn_mask = attn_mask[:, :, -1:] if attn_mask is not None else None
+        y = F.scaled_dot_product_attention(  # (B, nh, Tq, hs)
+            q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None and not last,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, q.shape[2], C))
 
 
 class MLPBlock(nn.Module):
@@ -94,8 +98,9 @@ class Block(nn.Module):
         self.gate_1 = Gate(config.n_embd) if config.gated else None
         self.gate_2 = Gate(config.n_embd) if config.gated else None
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        y = self.attn(self.ln_1(x), attn_mask)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, last: bool = False) -> torch.Tensor:
+        y = self.attn(self.ln_1(x), attn_mask, last)
+        x = x[:, -1:] if last else x
         x = self.gate_1(x, y) if self.gate_1 else x + y
         y = self.mlp(self.ln_2(x))
         return self.gate_2(x, y) if self.gate_2 else x + y
@@ -176,9 +181,14 @@ class GPT(PolicyModel):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, obs: torch.Tensor, prev_action: torch.Tensor, mask: torch.Tensor | None = None,
-                rtg: torch.Tensor | None = None, timestep: torch.Tensor | None = None) -> ModelOutput:
+                rtg: torch.Tensor | None = None, timestep: torch.Tensor | None = None,
+                last_only: bool = False) -> ModelOutput:
         """obs (B, T, D), prev_action (B, T), mask (B, T) False on left padding; for a
-        Decision Transformer also rtg (B, T) returns-to-go and timestep (B, T) steps."""
+        Decision Transformer also rtg (B, T) returns-to-go and timestep (B, T) steps.
+
+        ``last_only``: outputs at the last position only, (B, 1, ...), exactly as the full
+        forward gives them; the last block then runs its query, projection and MLP on one
+        token instead of T (acting and PPO need no other position)."""
         B, T, _ = obs.shape
         assert T <= self.config.context, f"window of {T} steps exceeds context {self.config.context}"
         x = self.wte(self.norm(obs)) + self.wpe(torch.arange(T, device=obs.device))  # (B, T, C)
@@ -194,6 +204,6 @@ class GPT(PolicyModel):
             causal = torch.ones(T, T, dtype=torch.bool, device=obs.device).tril()
             eye = torch.eye(T, dtype=torch.bool, device=obs.device)
             attn_mask = ((causal & mask[:, None, :]) | eye).unsqueeze(1)  # (B, 1, T, T)
-        for block in self.h:
-            x = block(x, attn_mask)
+        for i, block in enumerate(self.h):
+            x = block(x, attn_mask, last=last_only and i == len(self.h) - 1)
         return self.heads(self.ln_f(x))

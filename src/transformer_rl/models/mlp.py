@@ -36,7 +36,10 @@ class MLP(PolicyModel):
         self.heads = Heads(n_in, config.num_actions)
 
     def forward(self, obs: torch.Tensor, prev_action: torch.Tensor, mask: torch.Tensor | None = None,
-                rtg: torch.Tensor | None = None, timestep: torch.Tensor | None = None) -> ModelOutput:
+                rtg: torch.Tensor | None = None, timestep: torch.Tensor | None = None,
+                last_only: bool = False) -> ModelOutput:
+        if last_only:
+            obs, prev_action = obs[:, -1:], prev_action[:, -1:]
         x = self.norm(obs)  # (B, T, D): every position on its own
         if self.config.prev_action:
             one_hot = nn.functional.one_hot(prev_action, self.config.num_actions + 1)

@@ -142,9 +142,10 @@ class DQNLearner:
         self.updates = 0
         self.epsilon = cfg.eps_start  # of the latest behaviour policy (iteration 1 plays at random)
 
-    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]) -> ModelPolicy:
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any],
+                  model: torch.nn.Module | None = None) -> ModelPolicy:
         self.epsilon = self.cfg.epsilon_at(env_steps)
-        return ModelPolicy(self.model, num_envs, "epsilon", algo="dqn", epsilon=self.epsilon, seed=seed,
+        return ModelPolicy(model or self.model, num_envs, "epsilon", algo="dqn", epsilon=self.epsilon, seed=seed,
                            describe=describe)
 
     def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:

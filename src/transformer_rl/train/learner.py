@@ -11,6 +11,7 @@ in ``LEARNERS`` (train/__init__.py).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -36,8 +37,10 @@ class Learner(Protocol):
     def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:
         ...
 
-    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]):
-        """The collection policy after ``env_steps`` env steps (a `ModelPolicy`)."""
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any],
+                  model: torch.nn.Module | None = None):
+        """The collection policy after ``env_steps`` env steps (a `ModelPolicy`), acting with
+        ``model`` (a copy of the learner's, with --overlap) or the learner's own."""
         ...
 
     def state_dict(self) -> dict[str, Any]:
@@ -70,3 +73,20 @@ def check_finite(loss: torch.Tensor, update: int) -> float:
 
 def to_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)
+
+
+class Snapshot:
+    """A learner as the actor sees it with --overlap: its behaviour policy acts with a copy of
+    the model, refreshed by ``sync`` between updates, so the learner can update its own model
+    in another thread meanwhile. ``iteration``: whose weights the copy holds."""
+
+    def __init__(self, learner: Learner, iteration: int):
+        self.learner, self.iteration = learner, iteration
+        self.model = copy.deepcopy(learner.model).requires_grad_(False)
+
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]):
+        return self.learner.behaviour(num_envs, seed, env_steps, describe, model=self.model)
+
+    def sync(self, iteration: int) -> None:
+        self.model.load_state_dict(self.learner.model.state_dict())
+        self.iteration = iteration

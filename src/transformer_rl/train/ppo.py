@@ -74,14 +74,14 @@ def step_values(model, seq: Sequences, batch: int = 1024) -> np.ndarray:
         ends = np.arange(i, min(i + batch, len(seq)))
         index, mask = seq.windows(ends, k)
         v = model(to_tensor(seq.obs[index], device), to_tensor(seq.prev_action[index], device),
-                  to_tensor(mask, device)).value[:, -1]
+                  to_tensor(mask, device), last_only=True).value[:, -1]
         out[ends] = v.float().cpu().numpy()
     return out
 
 
 def ppo_loss(model, batch: dict[str, torch.Tensor], cfg: PPOConfig):
     """Clipped surrogate + value loss - entropy bonus, at the last position of each window."""
-    out = model(batch["obs"], batch["prev_action"], batch["mask"])
+    out = model(batch["obs"], batch["prev_action"], batch["mask"], last_only=True)
     logits, value = out.logits[:, -1], out.value[:, -1]  # (B, A), (B,)
     dist = torch.distributions.Categorical(logits=logits)
     logp = dist.log_prob(batch["action"])
@@ -112,8 +112,9 @@ class PPOLearner:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5)
         self.updates = 0
 
-    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]) -> ModelPolicy:
-        return ModelPolicy(self.model, num_envs, "sample", algo="ppo", seed=seed, describe=describe)
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any],
+                  model: torch.nn.Module | None = None) -> ModelPolicy:
+        return ModelPolicy(model or self.model, num_envs, "sample", algo="ppo", seed=seed, describe=describe)
 
     def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:
         """Every row of ``data.learn`` (all rows if None; the others are context) is a loss
