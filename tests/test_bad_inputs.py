@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import snapshot
@@ -150,6 +151,13 @@ CASES = [
     ("run-other-model", (*RUN, "--name", "done", "--model", "mlp"), ["runs/done", "--model gpt, not mlp"]),
     ("run-other-algo", (*RUN, "--name", "done", "--algo", "ppo"), ["runs/done", "algo"]),
     ("run-not-a-run", ("run", "--root", ".", "--name", "stuff"), ["holds no run state"]),
+    ("run-device-unknown", (*RUN, "--device", "tpu", "--name", "x"), ["--device", "auto"]),
+    # these machines have no GPU (CUDA-less torch): --device cuda must say so, not crash
+    *([] if torch.cuda.is_available() else [
+        ("run-device-cuda", (*RUN, "--device", "cuda", "--name", "x"), ["--device cuda", "--device cpu"]),
+        ("train-device-cuda", (*TRAIN, "--device", "cuda"), ["--device cuda", "--device cpu"]),
+        ("eval-device-cuda", ("eval", "ckpt", "--episodes", "2", "--device", "cuda"), ["--device cuda"]),
+    ]),
     # bench
     ("bench-seconds-nan", ("bench", "--seconds", "nan"), ["--seconds nan"]),
     ("bench-seconds-zero", ("bench", "--seconds", "0"), ["--seconds 0"]),

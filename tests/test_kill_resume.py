@@ -21,7 +21,7 @@ from transformer_rl.train import checkpoint
 
 DQN = ["--algo", "dqn", "--iterations", "4", "--steps-per-iteration", "600", "--num-envs", "4",
        "--updates", "200", "--eval-episodes", "8"]
-PPO = ["--algo", "ppo", "--iterations", "6", "--steps-per-iteration", "512", "--num-envs", "4",
+PPO = ["--algo", "ppo", "--overlap", "--iterations", "6", "--steps-per-iteration", "512", "--num-envs", "4",
        "--eval-every", "2", "--eval-episodes", "8"]
 
 

@@ -13,10 +13,11 @@ from transformer_rl.datasets import load, read_manifest
 from transformer_rl.datasets.checks import validate
 from transformer_rl.datasets.writer import truncate
 from transformer_rl.envs import resolve
-from transformer_rl.models import ModelOutput
+from transformer_rl.models import GPT, GPTConfig, ModelOutput
 from transformer_rl.pipeline import run
 from transformer_rl.runs import RunDir
 from transformer_rl.train.dqn import dqn_loss
+from transformer_rl.train.dt import action_loss
 from transformer_rl.train.ppo import PPOConfig, ppo_loss
 
 
@@ -77,6 +78,35 @@ def test_ppo_loss_by_hand():
     assert loss.item() == pytest.approx(pg - 0.01 * ent + 0.5 * v, abs=1e-6)
     assert info["losses/approx_kl"] == pytest.approx((0.5 - math.log(1.5)) / 2, abs=1e-6)
     assert info["losses/clipfrac"] == pytest.approx(0.5)
+
+
+def test_losses_stay_float32_under_bf16_autocast():
+    """--device cuda runs the forward under bf16 autocast; the losses must still be float32 and
+    agree with the fp32 ones to bf16 precision. (torch autocasts on CPU too, so this runs here.)"""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(obs_dim=4, num_actions=2, context=4))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    b, k = 16, 4
+    batch = {"obs": torch.randn(b, k, 4), "prev_action": torch.randint(0, 3, (b, k)),
+             "mask": torch.ones(b, k, dtype=torch.bool), "action": torch.randint(0, 2, (b,)),
+             "old_logp": torch.full((b,), math.log(0.5)), "adv": torch.randn(b), "ret": torch.randn(b)}
+    dqn_batch = {**batch, "next_obs": torch.randn(b, k, 4), "next_prev_action": torch.randint(0, 3, (b, k)),
+                 "next_mask": batch["mask"], "action": torch.randint(0, 2, (b, k)), "ret": torch.randn(b, k),
+                 "weight": torch.full((b, k), 0.99), "boot_pos": torch.full((b, k), k - 1),
+                 "loss_mask": batch["mask"]}
+    losses = {
+        "ppo": lambda: ppo_loss(model, batch, PPOConfig())[0],
+        "dqn": lambda: dqn_loss(model, model, dqn_batch, 1.0)[0],
+        "dt": lambda: action_loss(model, {**batch, "action": dqn_batch["action"], "rtg": None, "timestep": None})[0],
+    }
+    for name, loss in losses.items():
+        full = loss()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = loss()
+        assert half.dtype == torch.float32 and torch.isfinite(half), name
+        assert half.item() == pytest.approx(full.item(), rel=0.05, abs=0.02), name
+        half.backward()  # gradients flow back through the bf16 forward
 
 
 def test_truncate_drops_later_shards_and_segments(tmp_path, cartpole_data):

@@ -8,8 +8,8 @@ from typing import Any
 
 from transformer_rl.envs import resolve
 from transformer_rl.errors import UsageError
-from transformer_rl.models import ModelArgs
-from transformer_rl.settings import ENVS, MAX_SEED, POSITIVE, Algo, EvalMode, Range, check, fill, setting
+from transformer_rl.models import ModelArgs, resolve_device
+from transformer_rl.settings import ENVS, MAX_SEED, POSITIVE, Algo, Device, EvalMode, Range, check, fill, setting
 from transformer_rl.train import LEARNERS
 
 
@@ -36,6 +36,8 @@ class RunConfig:
                                     "env's threshold, e.g. 475 for CartPole-v1).")
     overlap: bool = setting(False, "Learn on iteration k while the envs play k+1 with the weights from "
                             "before that update (one iteration of policy lag; PPO corrects it by its ratio).")
+    device: Device = setting(Device.auto, "Where the model learns and acts: auto (cuda when torch sees a "
+                             "GPU), cpu or cuda.")
     model: ModelArgs = field(default_factory=ModelArgs)
     learner: Any = None  # the algorithm's config, LEARNERS[algo][0]; None: its defaults
 
@@ -61,6 +63,7 @@ class RunConfig:
     def validate(self) -> None:
         check(self)
         self.model.validate()
+        resolve_device(self.device)
         if not isinstance(self.learner, LEARNERS[self.algo][0]):
             raise UsageError(f"--algo {self.algo} needs a {LEARNERS[self.algo][0].__name__}")
         # pool seeds: seed * 1000 + iteration * max(10, num_envs) + env (see collect/experience.py);

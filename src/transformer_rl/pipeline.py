@@ -16,7 +16,7 @@ import torch
 from transformer_rl.collect.experience import ReplayExperience, RolloutExperience
 from transformer_rl.config import RunConfig
 from transformer_rl.envs import resolve, reward_threshold
-from transformer_rl.models import new_model
+from transformer_rl.models import new_model, resolve_device
 from transformer_rl.runs import RunDir
 from transformer_rl.train import LEARNERS, model_extras, new_learner
 from transformer_rl.train.learner import Snapshot
@@ -30,7 +30,8 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     run_dir = RunDir(cfg)
     run_dir.open(spec, log)
     state = run_dir.state
-    learner = run_dir.resume_learner(spec)
+    device = resolve_device(cfg.device)
+    learner = run_dir.resume_learner(spec, device)
     torch.manual_seed(cfg.seed)
     on_policy = LEARNERS[cfg.algo][1].on_policy
     experience = (RolloutExperience if on_policy else ReplayExperience)(spec, run_dir.data, cfg,
@@ -46,7 +47,7 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
             data, played = ahead or experience.play(it, actor or learner, state["env_steps"])
             if learner is None:
                 extras = model_extras(cfg.algo, cfg.learner, spec, data)
-                learner = new_learner(cfg.algo, new_model(spec, cfg.model, data, cfg.seed, extras), cfg.learner)
+                learner = new_learner(cfg.algo, new_model(spec, cfg.model, data, cfg.seed, extras, device), cfg.learner)
                 log(f"{cfg.model.model}: {learner.model.num_params():,} parameters")
             if updater is not None and it < cfg.iterations:
                 actor = actor or Snapshot(learner, it - 1)

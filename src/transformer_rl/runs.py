@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from transformer_rl.config import RunConfig
 from transformer_rl.datasets.format import is_dataset, read_manifest
 from transformer_rl.datasets.writer import truncate
@@ -85,21 +87,21 @@ class RunDir:
     def checkpoint(self, iteration: int) -> Path:
         return self.path / "checkpoints" / f"iter-{iteration:03d}"
 
-    def resume_learner(self, spec: EnvSpec) -> Learner | None:
+    def resume_learner(self, spec: EnvSpec, device: torch.device | str = "cpu") -> Learner | None:
         """The learner of the last committed iteration; before the first, the one of --init,
         or None (the model is then built from the first data)."""
         if self.state["iteration"]:
-            ckpt = checkpoint.load(self.checkpoint(self.state["iteration"]), spec=spec)
+            ckpt = checkpoint.load(self.checkpoint(self.state["iteration"]), spec=spec, device=device)
         elif self.cfg.init is not None:
-            ckpt = self._init_checkpoint(spec)
+            ckpt = self._init_checkpoint(spec, device)
         else:
             return None
         learner = new_learner(self.cfg.algo, ckpt.model, self.cfg.learner)
         learner.load_state_dict(ckpt.learner_state)
         return learner
 
-    def _init_checkpoint(self, spec: EnvSpec) -> checkpoint.Checkpoint:
-        ckpt = checkpoint.load(self.cfg.init, spec=spec)
+    def _init_checkpoint(self, spec: EnvSpec, device: torch.device | str = "cpu") -> checkpoint.Checkpoint:
+        ckpt = checkpoint.load(self.cfg.init, spec=spec, device=device)
         if ckpt.algo != self.cfg.algo:
             raise UsageError(f"--init {self.cfg.init} is a {ckpt.algo} checkpoint; use --algo {ckpt.algo}")
         return ckpt

@@ -42,6 +42,12 @@ class EvalMode(Choice):
     sample = "sample"
 
 
+class Device(Choice):
+    auto = "auto"  # cuda when torch sees a GPU, else cpu
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 @dataclass(frozen=True)
 class Range:
     """Valid values: ge <= x <= le, gt < x < lt (any of them may be None)."""

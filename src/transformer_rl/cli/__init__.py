@@ -19,7 +19,7 @@ from transformer_rl.cli.options import with_settings
 from transformer_rl.config import PRESETS, RunConfig
 from transformer_rl.errors import UsageError
 from transformer_rl.models import ModelArgs
-from transformer_rl.settings import POSITIVE, Algo, EvalMode, check_value, fill
+from transformer_rl.settings import POSITIVE, Algo, Device, EvalMode, check_value, fill
 from transformer_rl.train import LEARNERS
 
 app = typer.Typer(
@@ -53,6 +53,8 @@ def _main(
 MODEL_PANEL, TRAIN_PANEL, RUN_PANEL = "Model", "Training", "Run"
 LEARNER_SETTINGS = {str(algo): cls for algo, (cls, _) in LEARNERS.items()}
 AlgoOpt = Annotated[Algo, typer.Option(help="The learning algorithm (see Training options).")]
+DeviceOpt = Annotated[Device, typer.Option(help="Where the model runs: auto (cuda when torch sees a GPU), "
+                                                "cpu or cuda.")]
 
 
 def _train_progress(algo: Algo):
@@ -80,6 +82,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for init and sampling.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace the checkpoint at --out (its report.json goes "
                                             "too: it described the old model).")] = False,
+    device: DeviceOpt = Device.auto,
     given: dict | None = None,
 ) -> None:
     """Train a model on a dataset (its newest --replay-rows rows) and write a checkpoint.
@@ -96,7 +99,7 @@ def train(
     progress, update = _train_progress(algo)
     try:
         result = run_train(data, out, algo=algo, model_args=built["model"], config=built["learner"],
-                           init=init, seed=seed, overwrite=overwrite, progress=update)
+                           init=init, seed=seed, overwrite=overwrite, progress=update, device=device)
     finally:
         stop(progress)
     shown = "  ".join(f"{k.split('/')[-1]} {result[k]:.4g}" for k in LEARNERS[algo][1].log_keys if k in result)
@@ -116,6 +119,7 @@ def eval_command(
     = EvalMode.greedy,
     target_return: Annotated[float | None, typer.Option(
         help="Decision Transformer: the return to play for (default: the best in its training data).")] = None,
+    device: DeviceOpt = Device.auto,
 ) -> None:
     """Play a checkpoint (greedily by default) and write report.json.
 
@@ -123,9 +127,10 @@ def eval_command(
     """
     from transformer_rl.evaluate.evaluate import evaluate
     from transformer_rl.files import check_output_json, write_output_json
+    from transformer_rl.models import resolve_device
     from transformer_rl.train import checkpoint
 
-    loaded = checkpoint.load(ckpt, optimizer=False)
+    loaded = checkpoint.load(ckpt, optimizer=False, device=resolve_device(device))
     if loaded.algo == Algo.dt and target_return is None:
         target_return = float(loaded.learner_state.get("best_return", 0.0))
     report = report or ckpt / "report.json"

@@ -57,9 +57,11 @@ class ModelPolicy:
                  target_return: float = 0.0):
         import torch
 
+        from transformer_rl.models import autocast
+
         if mode not in ("greedy", "epsilon", "sample"):
             raise ValueError(f"unknown mode {mode!r}")
-        self.torch, self.model, self.mode, self.algo = torch, model, mode, algo
+        self.torch, self.autocast, self.model, self.mode, self.algo = torch, autocast, model, mode, algo
         self.epsilon, self.seed, self.extra = epsilon, seed, describe or {}
         self.device = next(model.parameters()).device
         cfg = model.config
@@ -96,7 +98,7 @@ class ModelPolicy:
         inputs = [self.ctx_obs[ids], self.ctx_prev[ids], mask]
         if self.conditioned:
             inputs += [self.ctx_rtg[ids], self.ctx_time[ids]]
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast(self.device):
             out = self.model(*(torch.from_numpy(a).to(self.device) for a in inputs), last_only=True)
         logp = value = None
         if self.algo == "dqn":

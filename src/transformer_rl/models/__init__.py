@@ -17,14 +17,14 @@ import torch.nn as nn
 from transformer_rl.errors import UsageError
 from transformer_rl.models.gpt import GPT, GPTConfig, ModelOutput
 from transformer_rl.models.mlp import MLP, MLPConfig
-from transformer_rl.settings import POSITIVE, Choice, ModelKind, Range, check, setting
+from transformer_rl.settings import POSITIVE, Choice, Device, ModelKind, Range, check, setting
 
 if TYPE_CHECKING:
     from transformer_rl.datasets.reader import Transitions
     from transformer_rl.envs import EnvSpec
 
-__all__ = ["GPT", "GPTConfig", "MLP", "MLPConfig", "ModelArgs", "ModelOutput", "build_model",
-           "model_config_dict", "new_model"]
+__all__ = ["GPT", "GPTConfig", "MLP", "MLPConfig", "ModelArgs", "ModelOutput", "autocast", "build_model",
+           "model_config_dict", "new_model", "resolve_device"]
 
 
 class RamNorm(Choice):
@@ -64,9 +64,10 @@ class ModelArgs:
 
 
 def new_model(spec: EnvSpec, args: ModelArgs, data: Transitions, seed: int,
-              extras: dict[str, Any] | None = None) -> nn.Module:
-    """A fresh model (seeded) whose observation scaling comes from ``data``; ``extras`` are the
-    algorithm's additions to a GPT's config (a Decision Transformer's embeddings)."""
+              extras: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> nn.Module:
+    """A fresh model (seeded, on ``device``) whose observation scaling comes from ``data``;
+    ``extras`` are the algorithm's additions to a GPT's config (a Decision Transformer's
+    embeddings)."""
     args.validate()
     torch.manual_seed(seed)
     config = args.config(spec)
@@ -83,7 +84,23 @@ def new_model(spec: EnvSpec, args: ModelArgs, data: Transitions, seed: int,
         # bytes: at least 8 (a byte constant in the first data may move later)
         std = np.maximum(std, 8.0) if spec.obs_dtype == "uint8" else std + 1e-3
     model.set_obs_normalization(torch.as_tensor(mean), torch.as_tensor(std))
-    return model
+    return model.to(device)
+
+
+def resolve_device(choice: str = "auto") -> torch.device:
+    """--device: auto is cuda when torch sees a GPU, else cpu."""
+    choice = Device(choice)
+    if choice == Device.cuda and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch sees no CUDA GPU here (a CPU build of torch, or no driver); "
+                         "use --device cpu or auto")
+    return torch.device("cuda" if choice == Device.cuda or (choice == Device.auto and torch.cuda.is_available())
+                        else "cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (these small models are launch-bound there, and bf16 halves the
+    bytes moved); a no-op on CPU, where bf16 matmuls are slower than fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def configure_torch() -> None:

@@ -76,8 +76,10 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def load(path: Path, *, spec: EnvSpec | None = None, optimizer: bool = True) -> Checkpoint:
-    """Load a checkpoint; with ``spec``, refuse one made for another env or observation shape."""
+def load(path: Path, *, spec: EnvSpec | None = None, optimizer: bool = True,
+         device: torch.device | str = "cpu") -> Checkpoint:
+    """Load a checkpoint (its model on ``device``); with ``spec``, refuse one made for another
+    env or observation shape."""
     path = Path(path)
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise UsageError(f"{path} is not a trl checkpoint (needs config.json and model.safetensors)")
@@ -111,7 +113,7 @@ def load(path: Path, *, spec: EnvSpec | None = None, optimizer: bool = True) -> 
         except (ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
             raise DamagedData(f"{path}: unreadable optimizer state ({type(e).__name__}); the checkpoint "
                               "is damaged (its model still loads with `trl eval`)") from None
-    return Checkpoint(model, ckpt_spec, algo, meta, {"updates": 0, **meta.get("counters", {}),
+    return Checkpoint(model.to(device), ckpt_spec, algo, meta, {"updates": 0, **meta.get("counters", {}),
                                                      "optimizer": optimizer_state})
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.datasets.reader import Transitions
 from transformer_rl.datasets.sequences import Sequences, build_sequences
+from transformer_rl.models import autocast
 from transformer_rl.settings import POSITIVE, UNIT, Range, setting
 from transformer_rl.train.learner import Progress, check_finite, load_optimizer_state, optimizer_state, to_tensor
 
@@ -75,12 +76,12 @@ def n_step_targets(
 
 def dqn_loss(model, target, batch: dict[str, torch.Tensor], huber_delta: float):
     """Huber loss between Q(s_j, a_j) and G_j + w_j * Q_target(s_{j+s}, argmax_a Q(s_{j+s}, a))."""
-    q = model(batch["obs"], batch["prev_action"], batch["mask"]).q  # (B, K, A)
+    q = model(batch["obs"], batch["prev_action"], batch["mask"]).q.float()  # (B, K, A)
     with torch.no_grad():
         boot = batch["boot_pos"].unsqueeze(-1).expand(-1, -1, q.shape[-1])  # (B, K, A) in window 2
         next_inputs = (batch["next_obs"], batch["next_prev_action"], batch["next_mask"])
         best = model(*next_inputs).q.gather(1, boot).argmax(-1, keepdim=True)  # double DQN
-        q_next = target(*next_inputs).q.gather(1, boot).gather(2, best).squeeze(-1)  # (B, K)
+        q_next = target(*next_inputs).q.float().gather(1, boot).gather(2, best).squeeze(-1)  # (B, K)
         y = batch["ret"] + batch["weight"] * q_next  # (B, K)
     q_taken = q.gather(2, batch["action"].unsqueeze(-1)).squeeze(-1)  # (B, K)
     m = batch["loss_mask"]
@@ -158,7 +159,8 @@ class DQNLearner:
         losses, qs = [], []
         start = time.perf_counter()
         for i in range(cfg.updates):
-            loss, q_taken = dqn_loss(model, self.target, batcher.sample(rng), cfg.huber_delta)
+            with autocast(batcher.device):
+                loss, q_taken = dqn_loss(model, self.target, batcher.sample(rng), cfg.huber_delta)
             losses.append(check_finite(loss, i + 1))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -25,6 +25,7 @@ from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.datasets.reader import Transitions
 from transformer_rl.datasets.sequences import build_sequences
 from transformer_rl.errors import UsageError
+from transformer_rl.models import autocast
 from transformer_rl.settings import POSITIVE, Range, setting
 from transformer_rl.train.learner import Progress, check_finite, load_optimizer_state, optimizer_state, to_tensor
 
@@ -67,7 +68,7 @@ def action_loss(model, batch: dict[str, torch.Tensor], ent_coef: float = 0.0
     and the accuracy."""
     out = model(batch["obs"], batch["prev_action"], batch["mask"], batch["rtg"], batch["timestep"])
     m = batch["mask"]  # (B, K)
-    logits = out.logits[m]  # (positions, A)
+    logits = out.logits[m].float()  # (positions, A)
     loss = F.cross_entropy(logits, batch["action"][m])
     if ent_coef:
         loss = loss - ent_coef * torch.distributions.Categorical(logits=logits).entropy().mean()
@@ -135,7 +136,8 @@ class DTLearner:
             batch = {name: to_tensor(values, device) for name, values in (
                 ("obs", seq.obs[index]), ("prev_action", seq.prev_action[index]), ("mask", mask),
                 ("rtg", rtg[index]), ("timestep", timestep[index]), ("action", action[index]))}
-            loss, accuracy = action_loss(model, batch, cfg.ent_coef)
+            with autocast(device):
+                loss, accuracy = action_loss(model, batch, cfg.ent_coef)
             losses.append(check_finite(loss, i + 1))
             accuracies.append(accuracy.item())
             self.optimizer.zero_grad(set_to_none=True)

@@ -12,7 +12,7 @@ from transformer_rl.datasets.reader import load
 from transformer_rl.envs import EnvSpec
 from transformer_rl.errors import UsageError
 from transformer_rl.files import check_creatable
-from transformer_rl.models import ModelArgs, new_model
+from transformer_rl.models import ModelArgs, new_model, resolve_device
 from transformer_rl.settings import Algo, check
 from transformer_rl.train import LEARNERS, checkpoint, model_extras, new_learner
 from transformer_rl.train.learner import Progress
@@ -20,7 +20,7 @@ from transformer_rl.train.learner import Progress
 
 def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: ModelArgs | None = None,
           config: Any = None, init: Path | None = None, seed: int = 0, overwrite: bool = False,
-          progress: Progress | None = None) -> dict[str, Any]:
+          progress: Progress | None = None, device: str = "auto") -> dict[str, Any]:
     """Train on the dataset's newest ``config.replay_rows`` rows; PPO learns from the rows that
     recorded their behaviour policy's logp. Returns the metrics and the parameter count."""
     algo = Algo(algo)
@@ -35,6 +35,7 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
         raise UsageError(f"--out {out} already holds a checkpoint; pass --overwrite to replace it, "
                          "or choose another path")
     check_creatable(out, "--out")
+    where = resolve_device(device)
     spec = EnvSpec.from_json(read_manifest(data_dir)["env"])
     data = load(data_dir, newest_rows=config.replay_rows)
     if len(data) == 0:
@@ -46,10 +47,10 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
                              "`trl run --algo ppo` dataset, or use --algo dqn")
     counters: dict[str, Any] = {}
     if init is not None:
-        ckpt = checkpoint.load(init, spec=spec)
+        ckpt = checkpoint.load(init, spec=spec, device=where)
         model, counters = ckpt.model, dict(ckpt.meta.get("counters", {}))
     else:
-        model = new_model(spec, model_args, data, seed, model_extras(algo, config, spec, data))
+        model = new_model(spec, model_args, data, seed, model_extras(algo, config, spec, data), where)
     learner = new_learner(algo, model, config)
     if init is not None and ckpt.algo == algo:
         learner.load_state_dict(ckpt.learner_state)

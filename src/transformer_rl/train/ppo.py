@@ -22,6 +22,7 @@ import torch
 from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.datasets.reader import Transitions
 from transformer_rl.datasets.sequences import Sequences, build_sequences
+from transformer_rl.models import autocast
 from transformer_rl.settings import NON_NEGATIVE, POSITIVE, UNIT, setting
 from transformer_rl.train.learner import Progress, check_finite, load_optimizer_state, optimizer_state, to_tensor
 
@@ -73,8 +74,9 @@ def step_values(model, seq: Sequences, batch: int = 1024) -> np.ndarray:
     for i in range(0, len(seq), batch):
         ends = np.arange(i, min(i + batch, len(seq)))
         index, mask = seq.windows(ends, k)
-        v = model(to_tensor(seq.obs[index], device), to_tensor(seq.prev_action[index], device),
-                  to_tensor(mask, device), last_only=True).value[:, -1]
+        with autocast(device):
+            v = model(to_tensor(seq.obs[index], device), to_tensor(seq.prev_action[index], device),
+                      to_tensor(mask, device), last_only=True).value[:, -1]
         out[ends] = v.float().cpu().numpy()
     return out
 
@@ -82,7 +84,7 @@ def step_values(model, seq: Sequences, batch: int = 1024) -> np.ndarray:
 def ppo_loss(model, batch: dict[str, torch.Tensor], cfg: PPOConfig):
     """Clipped surrogate + value loss - entropy bonus, at the last position of each window."""
     out = model(batch["obs"], batch["prev_action"], batch["mask"], last_only=True)
-    logits, value = out.logits[:, -1], out.value[:, -1]  # (B, A), (B,)
+    logits, value = out.logits[:, -1].float(), out.value[:, -1].float()  # (B, A), (B,)
     dist = torch.distributions.Categorical(logits=logits)
     logp = dist.log_prob(batch["action"])
     adv = batch["adv"]
@@ -154,7 +156,8 @@ class PPOLearner:
                     "adv": to_tensor(adv[chunk], device),
                     "ret": to_tensor(ret[chunk], device),
                 }
-                loss, info = ppo_loss(model, batch, cfg)
+                with autocast(device):
+                    loss, info = ppo_loss(model, batch, cfg)
                 check_finite(loss, len(logs) + 1)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
