@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from transformer_rl import envs
-from transformer_rl.cli import app
+from transformer_rl.cli.app import app
 from transformer_rl.collect.policies import RandomPolicy
 from transformer_rl.collect.rollout import CollectConfig, collect
 from transformer_rl.datasets import Transitions

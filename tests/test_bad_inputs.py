@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import snapshot
-from transformer_rl.cli import app
+from transformer_rl.cli.app import app
 from transformer_rl.envs import resolve
 
 CP = ("--env", "CartPole-v1")
