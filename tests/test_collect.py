@@ -227,3 +227,19 @@ def test_schema_metadata_and_types(breakout_data):
     assert str(schema.field("step").type) == "int32"
     assert str(schema.field("env_index").type) == "int32"
     assert schema.field("logp").nullable and schema.field("final_obs").nullable
+
+
+def test_collect_runs_without_importing_torch(tmp_path):
+    """`trl collect` (and envs, datasets) skip torch: a second of start-up for a short collection."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from transformer_rl.cli import main; sys.argv = ['trl', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    out = tmp_path / "d"
+    for args in (["collect", "--env", "CartPole-v1", "--steps", "500", "--out", str(out)],
+                 ["datasets", "verify", str(out)], ["envs"]):
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    assert verify(out).ok
