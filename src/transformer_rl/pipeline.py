@@ -60,7 +60,8 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
             state["env_steps"] += played["env_steps"]
             row = {"iteration": it, "env_steps": state["env_steps"],
                    "charts/collect_s": round(played["collect_s"], 2),
-                   "charts/collect_return": played["mean_return"], **metrics}
+                   "charts/collect_return": played["mean_return"],
+                   **({"charts/epsilon": round(played["epsilon"], 4)} if "epsilon" in played else {}), **metrics}
             evaluate_now = it % cfg.eval_every == 0 or it == cfg.iterations
             if evaluate_now:
                 experience.flush()
@@ -77,7 +78,7 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
                 continue
             solved = stop_at is not None and report["mean_return"] >= stop_at
             run_dir.commit(it, solved)
-            shown = "  ".join(f"{key.split('/')[-1]} {metrics[key]:.4g}" for key in learner.log_keys)
+            shown = "  ".join(f"{key.split('/')[-1]} {row[key]:.4g}" for key in learner.log_keys if key in row)
             log(f"iter {it}: env steps {state['env_steps']:,}  {shown}  "
                 f"eval {report['mean_return']:.1f} ± {report['std_return']:.1f}  ({now - t0:.1f}s)")
             if solved:

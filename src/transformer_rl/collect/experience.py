@@ -27,9 +27,12 @@ def pool_seed(seed: int, num_envs: int, it: int) -> int:
     return seed * 1000 + it * max(10, num_envs)
 
 
-def _summary(env_steps: int, returns: list[float], start: float) -> dict[str, Any]:
-    return {"env_steps": env_steps, "collect_s": time.perf_counter() - start,
-            "mean_return": float(np.mean(returns)) if returns else None}
+def _summary(env_steps: int, returns: list[float], start: float, policy=None) -> dict[str, Any]:
+    summary = {"env_steps": env_steps, "collect_s": time.perf_counter() - start,
+               "mean_return": float(np.mean(returns)) if returns else None}
+    if isinstance(policy, RandomPolicy) or getattr(policy, "mode", None) == "epsilon":
+        summary["epsilon"] = getattr(policy, "epsilon", 1.0)  # of the policy that played (uniform: 1)
+    return summary
 
 
 class ReplayExperience:
@@ -67,7 +70,7 @@ class ReplayExperience:
         data = load(self.data_dir, newest_rows=cfg.learner.replay_rows)
         if self.seed_episodes is not None:
             data = join([self.seed_episodes, data])
-        return data, _summary(stats.env_steps, stats.returns, start)
+        return data, _summary(stats.env_steps, stats.returns, start, policy)
 
     def flush(self) -> None:
         pass

@@ -208,8 +208,7 @@ class Collector:
                 break
             e = self.pending
             action, logp, value = policy.act(e.obs, e.ids, e.first, e.reward)
-            self.pool.send(action) if self.sync else self.pool.send(action, e.ids)
-            # EnvPool steps the next batch meanwhile
+            self.pool.send(action, None if self.sync else e.ids)  # EnvPool steps them meanwhile
             if e.at is None:
                 self._log(e, action, logp, value)
             else:  # logged when the previous play() ended on it

@@ -141,12 +141,11 @@ class DQNLearner:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.target = copy.deepcopy(model).requires_grad_(False)
         self.updates = 0
-        self.epsilon = cfg.eps_start  # of the latest behaviour policy (iteration 1 plays at random)
 
     def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any],
                   model: torch.nn.Module | None = None) -> ModelPolicy:
-        self.epsilon = self.cfg.epsilon_at(env_steps)
-        return ModelPolicy(model or self.model, num_envs, "epsilon", algo="dqn", epsilon=self.epsilon, seed=seed,
+        return ModelPolicy(model or self.model, num_envs, "epsilon", algo="dqn",
+                           epsilon=self.cfg.epsilon_at(env_steps), seed=seed,
                            describe=describe)
 
     def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:
@@ -177,7 +176,6 @@ class DQNLearner:
         return {
             "losses/td_loss": float(np.mean(losses)),
             "losses/q_values": float(np.mean(qs)),
-            "charts/epsilon": round(self.epsilon, 4),
             "charts/updates_per_s": cfg.updates / max(wall, 1e-9),
             "charts/train_s": wall,
             "charts/replay_rows": len(data),
