@@ -94,8 +94,9 @@ PRESETS: dict[tuple[Algo, str], dict[str, Any]] = {
     (Algo.dqn, "classic"): {},
     (Algo.dqn, "atari"): dict(iterations=100, steps_per_iteration=20_000, num_envs=16, eval_every=5,
                               eval_episodes=16),
-    # PPO: rollouts of 128 steps per env; episodes carry on across iterations
-    (Algo.ppo, "classic"): dict(iterations=146, steps_per_iteration=1024, eval_every=5),
+    # PPO: rollouts of 128 steps per env; episodes carry on across iterations; learning overlaps
+    # the next rollout (CartPole GPT, 3 seeds: 51k env steps to solve, 108k without)
+    (Algo.ppo, "classic"): dict(iterations=146, steps_per_iteration=1024, eval_every=5, overlap=True),
     # Breakout & co: 32 envs, sampled evaluation (a greedy policy can stall, never pressing FIRE
     # to serve); in training only, clipped rewards and a lost life ends the return; ~2M env steps;
     # learning overlaps the next rollout, in minibatches of 512 (8 per epoch: a quarter of the
