@@ -142,9 +142,8 @@ class DQNLearner:
         self.target = copy.deepcopy(model).requires_grad_(False)
         self.updates = 0
 
-    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any],
-                  model: torch.nn.Module | None = None) -> ModelPolicy:
-        return ModelPolicy(model or self.model, num_envs, "epsilon", algo="dqn",
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]) -> ModelPolicy:
+        return ModelPolicy(self.model, num_envs, "epsilon", algo="dqn",
                            epsilon=self.cfg.epsilon_at(env_steps), seed=seed,
                            describe=describe)
 

@@ -104,10 +104,9 @@ class DTLearner:
         # steps past MAX_TIMESTEP share the last embedding (Atari episodes can run 27,000 steps)
         return {"rtg": conditioned, "rtg_scale": scale, "max_timestep": min(spec.max_episode_steps + 1, MAX_TIMESTEP)}
 
-    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any],
-                  model: torch.nn.Module | None = None) -> ModelPolicy:
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]) -> ModelPolicy:
         target = self.cfg.target_scale * self.best_return if self.conditioned else 0.0
-        return ModelPolicy(model or self.model, num_envs, "sample", algo="dt", seed=seed, describe=describe,
+        return ModelPolicy(self.model, num_envs, "sample", algo="dt", seed=seed, describe=describe,
                            target_return=target)
 
     def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:

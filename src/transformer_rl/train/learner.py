@@ -37,10 +37,8 @@ class Learner(Protocol):
     def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:
         ...
 
-    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any],
-                  model: torch.nn.Module | None = None):
-        """The collection policy after ``env_steps`` env steps (a `ModelPolicy`), acting with
-        ``model`` (a copy of the learner's, with --overlap) or the learner's own."""
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]):
+        """The collection policy after ``env_steps`` env steps (a `ModelPolicy`)."""
         ...
 
     def state_dict(self) -> dict[str, Any]:
@@ -76,17 +74,21 @@ def to_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 class Snapshot:
-    """A learner as the actor sees it with --overlap: its behaviour policy acts with a copy of
-    the model, refreshed by ``sync`` between updates, so the learner can update its own model
-    in another thread meanwhile. ``iteration``: whose weights the copy holds."""
+    """A learner as the actor sees it with --overlap: a shallow copy of it taken between updates
+    (so what its behaviour policy reads, such as a DT's best return, is fixed) holding its own
+    copy of the model, so the learner can update in another thread meanwhile. ``iteration``:
+    whose weights the copy holds."""
 
     def __init__(self, learner: Learner, iteration: int):
-        self.learner, self.iteration = learner, iteration
+        self.learner = learner
         self.model = copy.deepcopy(learner.model).requires_grad_(False)
+        self.sync(iteration)
 
     def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]):
-        return self.learner.behaviour(num_envs, seed, env_steps, describe, model=self.model)
+        return self.view.behaviour(num_envs, seed, env_steps, describe)
 
     def sync(self, iteration: int) -> None:
         self.model.load_state_dict(self.learner.model.state_dict())
+        self.view = copy.copy(self.learner)
+        self.view.model = self.model
         self.iteration = iteration

@@ -114,9 +114,8 @@ class PPOLearner:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-5)
         self.updates = 0
 
-    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any],
-                  model: torch.nn.Module | None = None) -> ModelPolicy:
-        return ModelPolicy(model or self.model, num_envs, "sample", algo="ppo", seed=seed, describe=describe)
+    def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]) -> ModelPolicy:
+        return ModelPolicy(self.model, num_envs, "sample", algo="ppo", seed=seed, describe=describe)
 
     def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:
         """Every row of ``data.learn`` (all rows if None; the others are context) is a loss
