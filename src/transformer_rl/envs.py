@@ -183,11 +183,14 @@ def _make_spec(task: str, config: dict[str, Any]):
         return envpool.make_spec(task, **config)
 
 
-def make_pool(spec: EnvSpec, num_envs: int, seed: int, batch_size: int | None = None):
+def make_pool(spec: EnvSpec, num_envs: int, seed: int, batch_size: int | None = None,
+              num_threads: int | None = None):
     """An EnvPool pool: sync when batch_size == num_envs, async (send/recv) when smaller.
 
     Env i of the pool plays exactly the stream of a single env seeded ``seed + i``.
+    ``num_threads``: EnvPool's worker threads (None: EnvPool's default).
     """
+    threads = {} if num_threads is None else {"num_threads": min(num_threads, num_envs)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return envpool.make(
@@ -196,6 +199,7 @@ def make_pool(spec: EnvSpec, num_envs: int, seed: int, batch_size: int | None = 
             num_envs=num_envs,
             batch_size=batch_size or num_envs,
             seed=seed,
+            **threads,
             **spec.config,
         )
 

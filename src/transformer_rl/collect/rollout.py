@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from transformer_rl.collect.policies import Policy
 from transformer_rl.collect.steplog import StepLog
 from transformer_rl.collect.trace import Trace
 from transformer_rl.datasets.writer import open_for_append
+from transformer_rl.distributed import pool_threads
 from transformer_rl.envs import EnvSpec, make_pool, observe
 from transformer_rl.errors import UsageError
 from transformer_rl.settings import MAX_ENVS, check_seed
@@ -94,7 +95,7 @@ class Collector:
 
     def __init__(self, spec: EnvSpec, out: Path, cfg: CollectConfig, *, producer: dict,
                  append: bool = False, progress: ProgressFn | None = None, trace_context: int = 0,
-                 cut_entries: int = 1 << 16, cut_every_s: float = 0.5):
+                 cut_entries: int = 1 << 16, cut_every_s: float = 0.5, writer=None):
         cfg.validate()
         self.spec, self.cfg, self.progress = spec, cfg, progress
         self.cut_entries, self.cut_every_s = cut_entries, cut_every_s
@@ -102,12 +103,15 @@ class Collector:
         self.sync = self.batch_size == cfg.num_envs
         if trace_context and not self.sync:
             raise ValueError("traces need a sync pool")
-        self.writer = open_for_append(Path(out), spec, seed=cfg.seed, num_envs=cfg.num_envs,
-                                      batch_size=self.batch_size, producer=producer,
-                                      shard_rows=cfg.shard_rows, append=append)
-        self.segment = self.writer.manifest["segments"][-1]
+        # ``writer``: one opened for this pool already (a rank's, under torchrun)
+        self.writer = writer or open_for_append(Path(out), spec, seed=cfg.seed, num_envs=cfg.num_envs,
+                                                batch_size=self.batch_size, producer=producer,
+                                                shard_rows=cfg.shard_rows, append=append)
+        self.segment = self.writer.segment
+        self.done = False  # the config's target is in the dataset
         self.stats = CollectStats(dataset_rows=self.writer.rows, dataset_episodes=self.writer.episodes)
         self.pool = None
+        self.pool_threads = pool_threads()
         self.log = StepLog(spec.obs_dim, spec.obs_dtype, capacity=max(1 << 16, 4 * cfg.num_envs))
         self.trace_context = trace_context
         self.trace: list[dict[str, np.ndarray]] = []
@@ -143,7 +147,8 @@ class Collector:
         of its bookkeeping (``_log``) waits until its actions are sent, while EnvPool steps."""
         if self.pool is None:
             t0 = time.perf_counter()
-            self.pool = make_pool(self.spec, self.cfg.num_envs, self.segment["seed"], self.batch_size)
+            self.pool = make_pool(self.spec, self.cfg.num_envs, self.segment["seed"], self.batch_size,
+                                  self.pool_threads)
             if self.sync:
                 obs, info = self.pool.reset()
                 n = self.cfg.num_envs
@@ -189,9 +194,11 @@ class Collector:
         self.trace[-1]["action"] = action
         self.trace[-1]["logp"] = logp if logp is not None else np.full(len(action), np.nan, np.float32)
 
-    def play(self, policy: Policy, *, env_steps: int | None = None) -> Trace | None:
+    def play(self, policy: Policy, *, env_steps: int | None = None, until: float | None = None) -> Trace | None:
         """Step until this call took ``env_steps`` transitions, or until the config's target
-        (rows, episodes, episodes per env) is in the dataset. Returns the trace if kept."""
+        (rows, episodes, episodes per env) is in the dataset (``done``), or, with ``until``,
+        until that ``time.perf_counter()`` (the episodes finished so far are then cut).
+        Returns the trace if kept."""
         cfg, stats = self.cfg, self.stats
         want_rows = None if cfg.steps is None else cfg.steps - self.stats.dataset_rows
         want_episodes = None if cfg.episodes is None else cfg.episodes - self.stats.dataset_episodes
@@ -204,7 +211,7 @@ class Collector:
         while True:
             if self.pending is None:
                 self._receive()
-            if self._reached(stop_at_steps, want_rows, want_episodes):
+            if self._reached(stop_at_steps, want_rows, want_episodes, until):
                 break
             e = self.pending
             action, logp, value = policy.act(e.obs, e.ids, e.first, e.reward)
@@ -234,9 +241,10 @@ class Collector:
                         ("obs", "reward", "terminated", "truncated", "elapsed", "action", "logp")},
                      prefix=prefix, lives=lives)
 
-    def _reached(self, stop_at_steps: int | None, want_rows: int | None, want_episodes: int | None) -> bool:
-        """Whether play() is done: its env steps taken, or the dataset's target met (then the
-        finished episodes that meet it are cut into the dataset)."""
+    def _reached(self, stop_at_steps: int | None, want_rows: int | None, want_episodes: int | None,
+                 until: float | None = None) -> bool:
+        """Whether play() is done: its env steps taken, the dataset's target met (then the
+        finished episodes that meet it are cut into the dataset), or its time is up."""
         if stop_at_steps is not None:
             if self.stats.env_steps < stop_at_steps:
                 return False
@@ -251,11 +259,13 @@ class Collector:
             cut["max_episodes"] = want_episodes - self.stats.episodes
         else:
             done = want_rows is None or self.done_rows >= want_rows
-        if done:
+        timeout = not done and until is not None and time.perf_counter() >= until
+        if done or timeout:
             if self.pending.at is None:  # the entries that end these episodes must be in the log
                 self._log(self.pending)
             self._cut(**cut)
-        return done
+        self.done = done
+        return done or timeout
 
     def flush(self) -> None:
         """Write the episodes cut so far as a shard now (the log is not cut here: the entries
@@ -308,3 +318,64 @@ def collect(
             collector.writer.abandon()
         raise
     return collector.close()
+
+
+def collect_ranks(
+    spec: EnvSpec,
+    out: Path,
+    make_policy: Callable[[int], Policy],
+    cfg: CollectConfig,
+    *,
+    append: bool = False,
+    progress: ProgressFn | None = None,
+    exchange_every_s: float = 0.5,
+) -> CollectStats:
+    """`collect` for the ranks of a torchrun job, which build one dataset together: each rank
+    plays ``cfg.num_envs / N`` envs (its own segment) towards its equal part of the target;
+    every ``exchange_every_s`` the ranks send their finished episodes to rank 0, which writes
+    them. ``make_policy(seed)``: the behaviour policy of a rank, from its segment's seed.
+    Returns the job's totals (on rank 0; a rank's own elsewhere)."""
+    from transformer_rl import distributed
+
+    if cfg.steps is None and cfg.episodes is None:
+        raise UsageError("give one of --steps or --episodes")
+    cfg.validate()
+    local = replace(cfg, num_envs=distributed.share(cfg.num_envs, "--num-envs"),
+                    batch_size=None if cfg.batch_size is None else distributed.share(cfg.batch_size, "--batch-size"))
+    writer = distributed.open_writer(out, spec, seed=cfg.seed, num_envs=local.num_envs,
+                                     batch_size=local.batch_size or local.num_envs,
+                                     producer=make_policy(cfg.seed).describe(), shard_rows=cfg.shard_rows,
+                                     append=append)
+    before = distributed.on_main(lambda: [writer.writer.rows, writer.writer.episodes])
+    # the target less what the dataset holds (--resume), split: rank r takes one more if r < rest
+    target = cfg.steps if cfg.steps is not None else cfg.episodes
+    left = max(target - (before[0] if cfg.steps is not None else before[1]), 0)
+    part = left // distributed.world_size() + (distributed.rank() < left % distributed.world_size())
+    local = replace(local, steps=part if cfg.steps is not None else None,
+                    episodes=part if cfg.episodes is not None else None)
+
+    def job_progress(stats: CollectStats) -> None:  # rank 0 shows the dataset's growth
+        progress(replace(stats, rows=writer.dataset_rows - before[0],
+                         episodes=writer.writer.episodes - before[1]))
+
+    collector = Collector(spec, out, local, producer={}, writer=writer,
+                          progress=job_progress if progress and distributed.is_main() else None)
+    policy = make_policy(writer.segment["seed"])
+    try:
+        while True:
+            if part and not collector.done:
+                collector.play(policy, until=time.perf_counter() + exchange_every_s)
+            writer.sync()
+            if distributed.all_done(collector.done or not part):
+                break
+        stats = collector.close()
+    except BaseException:
+        writer.abandon()
+        raise
+    env_steps, wall = distributed.all_sum([stats.env_steps, stats.wall_s - stats.startup_s])
+    if distributed.is_main():
+        rows, episodes = writer.dataset_rows - before[0], writer.writer.episodes - before[1]
+        stats = replace(stats, rows=rows, episodes=episodes, env_steps=int(env_steps),
+                        dataset_rows=writer.dataset_rows, dataset_episodes=writer.writer.episodes,
+                        wall_s=wall / distributed.world_size() + stats.startup_s)
+    return stats

@@ -137,6 +137,10 @@ class DatasetWriter:
         self.rows, self.episodes = totals(manifest)  # including what is buffered or in flight
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self._in_flight: Future | None = None
+        self.segment = manifest["segments"][-1]  # the one this process's pool fills
+
+    def sync(self) -> None:
+        """One process: nothing to exchange (under torchrun, see distributed.RankWriter)."""
 
     def add(self, batch: EpisodeBatch) -> None:
         if not batch.episodes:
@@ -218,11 +222,13 @@ def open_for_append(
     producer: dict[str, Any],
     shard_rows: int,
     append: bool,
+    ranks: int = 1,
 ) -> DatasetWriter:
     """Create a dataset at ``root`` or, with ``append``, continue the one there.
 
-    Each call opens a new segment: a fresh pool whose env streams get indices after all earlier
-    ones, so every episode keeps a unique, re-simulable stream (seed + env_index).
+    Each call opens a new segment (``ranks`` of them under torchrun, one per rank's pool): a
+    fresh pool whose env streams get indices after all earlier ones, so every episode keeps a
+    unique, re-simulable stream (seed + env_index).
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -246,18 +252,20 @@ def open_for_append(
             raise UsageError(f"--out {root}: cannot create the directory ({e.strerror})") from e
         manifest = new_manifest(spec.to_json(), seed, envpool_version())
     offset = sum(s["num_envs"] for s in manifest["segments"])
-    check_seed(manifest["seed"] + offset, num_envs, "--seed")  # resumes use new streams after the old
-    manifest["segments"].append(
-        {
-            "env_index_offset": offset,
-            "seed": manifest["seed"] + offset,
-            "num_envs": num_envs,
-            "batch_size": batch_size,
-            "env_steps": 0,
-            "producer": producer,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-    )
+    check_seed(manifest["seed"] + offset, num_envs * ranks, "--seed")  # resumes use new streams after the old
+    for _ in range(ranks):
+        manifest["segments"].append(
+            {
+                "env_index_offset": offset,
+                "seed": manifest["seed"] + offset,
+                "num_envs": num_envs,
+                "batch_size": batch_size,
+                "env_steps": 0,
+                "producer": producer,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        )
+        offset += num_envs
     write_manifest(root, manifest)
     return DatasetWriter(root, manifest, spec, shard_rows)
 
