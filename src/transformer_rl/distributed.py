@@ -165,15 +165,15 @@ def _broadcast_bytes(data: bytes | None) -> bytes:
     return buf.numpy().tobytes()
 
 
-def on_main(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on rank 0 only and give every rank its (JSON) result; a UsageError there is
+def on_main(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on rank 0 only, its (JSON) result on every rank; a UsageError there is
     raised on every rank, so all of them stop with the same one-line error."""
     if not active():
-        return fn()
+        return fn(*args)
     message = None
     if is_main():
         try:
-            message = {"result": fn()}
+            message = {"result": fn(*args)}
         except UsageError as e:
             message = {"error": str(e)}
     message = json.loads(_broadcast_bytes(json.dumps(message).encode() if is_main() else None))

@@ -37,9 +37,9 @@ class RunDir:
         self.state: dict[str, Any] = {"iteration": 0, "env_steps": 0, "best": None, "wall_s": 0.0,
                                       "shards": 0, "segments": 0, "solved": False}
 
-    def open(self, spec: EnvSpec, log) -> None:
+    def open(self, spec: EnvSpec, log) -> dict[str, Any]:
         """Create the run directory, or resume the one there (refusing another env, algorithm
-        or model) after rolling back what followed its last committed state."""
+        or model) after rolling back what followed its last committed state; its state."""
         state_path = self.path / "state.json"
         if state_path.is_file():
             saved = json.loads((self.path / "config.json").read_text())
@@ -66,6 +66,7 @@ class RunDir:
                 (tmp / "state.json").write_text(json.dumps(self.state, indent=1) + "\n")
 
             atomic_write_dir(self.path, fill)
+        return self.state
 
     def _rollback(self) -> None:
         state = self.state
@@ -87,16 +88,20 @@ class RunDir:
     def checkpoint(self, iteration: int) -> Path:
         return self.path / "checkpoints" / f"iter-{iteration:03d}"
 
-    def resume_learner(self, spec: EnvSpec, device: torch.device | str = "cpu") -> Learner | None:
-        """The learner of the last committed iteration; before the first, the one of --init,
-        or None (the model is then built from the first data)."""
+    def resume_learner(self, spec: EnvSpec, device: torch.device | str = "cpu", config: Any = None) -> Learner | None:
+        """The learner (with ``config``, by default the run's) of the last committed iteration;
+        before the first, the one of --init, or None (the model is then built from the first data)."""
         if self.state["iteration"]:
-            ckpt = checkpoint.load(self.checkpoint(self.state["iteration"]), spec=spec, device=device)
+            path = self.checkpoint(self.state["iteration"])
+            if not path.exists():  # under torchrun, on a machine that does not see rank 0's files
+                raise UsageError(f"{path} is not here: resuming a run under torchrun needs its --root "
+                                 "on a file system that every machine sees")
+            ckpt = checkpoint.load(path, spec=spec, device=device)
         elif self.cfg.init is not None:
             ckpt = self._init_checkpoint(spec, device)
         else:
             return None
-        learner = new_learner(self.cfg.algo, ckpt.model, self.cfg.learner)
+        learner = new_learner(self.cfg.algo, ckpt.model, config if config is not None else self.cfg.learner)
         learner.load_state_dict(ckpt.learner_state)
         return learner
 
@@ -137,7 +142,7 @@ class RunDir:
                           segments=len(manifest["segments"]), solved=solved)
         atomic_write_json(self.path / "state.json", self.state)
 
-    def finish(self, parameters: int | None, stop_at: float | None) -> dict[str, Any]:
+    def finish(self, parameters: int | None, stop_at: float | None, write: bool = True) -> dict[str, Any]:
         cfg, state = self.cfg, self.state
         best = state["best"]
         final = {"env": cfg.env, "algo": str(cfg.algo), "model": str(cfg.model.model), "seed": cfg.seed,
@@ -145,8 +150,9 @@ class RunDir:
                  "env_steps": state["env_steps"], "wall_s": round(state["wall_s"], 2), "best": best,
                  "solved": bool(stop_at is not None and best and best["mean_return"] >= stop_at),
                  "stop_at": stop_at}
-        atomic_write_json(self.path / "report.json", final)
-        plot_runs(self.path / "curve.png", [self.path], title=cfg.name, threshold=stop_at)
+        if write:
+            atomic_write_json(self.path / "report.json", final)
+            plot_runs(self.path / "curve.png", [self.path], title=cfg.name, threshold=stop_at)
         return final
 
 

@@ -33,7 +33,7 @@ DeviceOpt = Annotated[Device, typer.Option(help="Where the model runs: auto (cud
 def _train_progress(algo: Algo):
     progress = Progress(TextColumn(f"[bold]train {algo}"), BarColumn(),
                         TextColumn("{task.completed}/{task.total} updates  loss {task.fields[loss]:.4f}"),
-                        TimeElapsedColumn(), console=err_console)
+                        TimeElapsedColumn(), console=err_console, disable=console.quiet)
     task = progress.add_task("train", total=None, loss=0.0)
 
     def update(done: int, total: int, metrics: dict) -> None:

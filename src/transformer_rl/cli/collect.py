@@ -38,6 +38,7 @@ def _collect_progress(total: int, unit: str):
         TextColumn("return {task.fields[mean_return]:.1f}"),
         TimeElapsedColumn(),
         console=err_console,
+        disable=console.quiet,  # a torchrun rank other than 0
         transient=False,
     )
     task = progress.add_task("collect", total=total, sps=0.0, episodes=0, mean_return=0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import sys
 from typing import Annotated
 
@@ -14,7 +15,8 @@ from typer.core import TyperGroup
 
 from transformer_rl.errors import UsageError
 
-console = Console(soft_wrap=True)
+# under torchrun only rank 0 reports (every rank's errors still print)
+console = Console(soft_wrap=True, quiet=os.environ.get("RANK", "0") != "0")
 err_console = Console(stderr=True, soft_wrap=True)
 
 

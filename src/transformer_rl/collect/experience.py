@@ -15,8 +15,8 @@ import numpy as np
 from transformer_rl.collect.policies import RandomPolicy
 from transformer_rl.collect.rollout import CollectConfig, Collector, collect
 from transformer_rl.collect.trace import rollout_transitions
-from transformer_rl.datasets.format import read_manifest, totals
 from transformer_rl.datasets.reader import Transitions, join, load
+from transformer_rl.distributed import all_sum, open_writer, rank_seed
 from transformer_rl.envs import EnvSpec
 from transformer_rl.errors import UsageError
 
@@ -28,8 +28,10 @@ def pool_seed(seed: int, num_envs: int, it: int) -> int:
 
 
 def _summary(env_steps: int, returns: list[float], start: float, policy=None) -> dict[str, Any]:
-    summary = {"env_steps": env_steps, "collect_s": time.perf_counter() - start,
-               "mean_return": float(np.mean(returns)) if returns else None}
+    """The play of every rank (under torchrun): env steps summed, returns averaged."""
+    env_steps, total, count = all_sum([env_steps, float(np.sum(returns)), len(returns)])
+    summary = {"env_steps": int(env_steps), "collect_s": time.perf_counter() - start,
+               "mean_return": total / count if count else None}
     if isinstance(policy, RandomPolicy) or getattr(policy, "mode", None) == "epsilon":
         summary["epsilon"] = getattr(policy, "epsilon", 1.0)  # of the policy that played (uniform: 1)
     return summary
@@ -58,15 +60,18 @@ class ReplayExperience:
         cfg, start = self.cfg, time.perf_counter()
         seed = pool_seed(cfg.seed, cfg.num_envs, it)
         if learner is None:
-            policy = RandomPolicy(self.spec.num_actions, seed)
+            policy = RandomPolicy(self.spec.num_actions, rank_seed(seed))
         else:
             weights = getattr(learner, "iteration", it - 1)  # a Snapshot (--overlap) lags one more
-            policy = learner.behaviour(cfg.num_envs, seed, env_steps,
+            policy = learner.behaviour(cfg.num_envs, rank_seed(seed), env_steps,
                                        {"iteration": weights, "checkpoint": f"iter-{weights:03d}"})
-        exists = self.data_dir.exists()
-        rows_before = totals(read_manifest(self.data_dir))[0] if exists else 0
-        target = CollectConfig(steps=rows_before + cfg.steps_per_iteration, num_envs=cfg.num_envs, seed=seed)
-        stats = collect(self.spec, self.data_dir, policy, target, append=exists)
+        writer = open_writer(self.data_dir, self.spec, seed=seed, num_envs=cfg.num_envs,
+                             batch_size=cfg.num_envs, producer=policy.describe(),
+                             shard_rows=CollectConfig.shard_rows, append=self.data_dir.exists())
+        target = CollectConfig(steps=writer.rows + cfg.steps_per_iteration, num_envs=cfg.num_envs, seed=seed)
+        stats = collect(self.spec, self.data_dir, policy, target, writer=writer)
+        # under torchrun every rank reads the replay once rank 0 wrote it (one machine, or the
+        # run directory on a file system that all machines share)
         data = load(self.data_dir, newest_rows=cfg.learner.replay_rows)
         if self.seed_episodes is not None:
             data = join([self.seed_episodes, data])
@@ -87,13 +92,15 @@ class RolloutExperience:
     def __init__(self, spec: EnvSpec, data_dir: Path, cfg, first_iteration: int):
         self.spec, self.cfg = spec, cfg
         self.seed = pool_seed(cfg.seed, cfg.num_envs, first_iteration)  # a resumed run: new streams
-        # the K steps before a rollout's first row, and one more so that the first of them
-        # has its previous action: every learned row then sees the window it acted on
         producer = {"policy": "ppo-sample", "first_iteration": first_iteration,
                     "note": "uniform random in iteration 1, then the policy as it trains"}
+        writer = open_writer(data_dir, spec, seed=self.seed, num_envs=cfg.num_envs, batch_size=cfg.num_envs,
+                             producer=producer, shard_rows=CollectConfig.shard_rows, append=data_dir.exists())
+        # the K steps before a rollout's first row, and one more so that the first of them
+        # has its previous action: every learned row then sees the window it acted on
         self.collector = Collector(spec, data_dir, CollectConfig(num_envs=cfg.num_envs, seed=self.seed),
-                                   producer=producer, append=data_dir.exists(),
-                                   trace_context=cfg.model.window + 1)
+                                   producer=producer, writer=writer, trace_context=cfg.model.window + 1)
+        self.seed = rank_seed(self.seed)  # the policies' (a rank's own under torchrun)
         self.policy = None  # one policy for the whole stream: it keeps each env's context
 
     def play(self, it: int, learner, env_steps: int) -> tuple[Transitions, dict[str, Any]]:
@@ -103,6 +110,7 @@ class RolloutExperience:
         returns_before, steps_before = len(collector.finished_returns), collector.stats.env_steps
         policy = self.policy or RandomPolicy(self.spec.num_actions, self.seed, record_logp=True)
         trace = collector.play(policy, env_steps=self.cfg.steps_per_iteration)
+        collector.writer.sync()  # under torchrun: the ranks' finished episodes to rank 0's writer
         return rollout_transitions(trace), _summary(collector.stats.env_steps - steps_before,
                                                     collector.finished_returns[returns_before:], start)
 

@@ -299,16 +299,17 @@ def collect(
     progress: ProgressFn | None = None,
     cut_entries: int = 1 << 16,
     cut_every_s: float = 0.5,
+    writer=None,
 ) -> CollectStats:
     """Play ``policy`` in EnvPool and append whole episodes to the dataset at ``out``.
 
     With ``append`` the targets count what the dataset already holds (that is ``--resume``);
-    new streams continue after the dataset's last env index.
+    new streams continue after the dataset's last env index. ``writer``: one opened already.
     """
     if cfg.steps is None and cfg.episodes is None and cfg.episodes_per_env is None:
         raise UsageError("give one of --steps or --episodes")
     collector = Collector(spec, out, cfg, producer=policy.describe(), append=append, progress=progress,
-                          cut_entries=cut_entries, cut_every_s=cut_every_s)
+                          cut_entries=cut_entries, cut_every_s=cut_every_s, writer=writer)
     try:
         collector.play(policy)
     except BaseException as e:

@@ -24,7 +24,14 @@ from transformer_rl.datasets.reader import Transitions
 from transformer_rl.datasets.sequences import Sequences, build_sequences
 from transformer_rl.models import autocast
 from transformer_rl.settings import POSITIVE, UNIT, Range, setting
-from transformer_rl.train.learner import Progress, check_finite, load_optimizer_state, optimizer_state, to_tensor
+from transformer_rl.train.learner import (
+    Progress,
+    check_finite,
+    load_optimizer_state,
+    optimizer_state,
+    optimizer_step,
+    to_tensor,
+)
 
 
 @dataclass
@@ -160,10 +167,7 @@ class DQNLearner:
             with autocast(batcher.device):
                 loss, q_taken = dqn_loss(model, self.target, batcher.sample(rng), cfg.huber_delta)
             losses.append(check_finite(loss, i + 1))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            self.optimizer.step()
+            optimizer_step(self, loss, cfg.max_grad_norm)
             self.updates += 1
             if self.updates % cfg.target_every == 0:
                 self.target.load_state_dict(model.state_dict())

@@ -27,7 +27,14 @@ from transformer_rl.datasets.sequences import build_sequences
 from transformer_rl.errors import UsageError
 from transformer_rl.models import autocast
 from transformer_rl.settings import POSITIVE, Range, setting
-from transformer_rl.train.learner import Progress, check_finite, load_optimizer_state, optimizer_state, to_tensor
+from transformer_rl.train.learner import (
+    Progress,
+    check_finite,
+    load_optimizer_state,
+    optimizer_state,
+    optimizer_step,
+    to_tensor,
+)
 
 MAX_TIMESTEP = 2048
 
@@ -139,10 +146,7 @@ class DTLearner:
                 loss, accuracy = action_loss(model, batch, cfg.ent_coef)
             losses.append(check_finite(loss, i + 1))
             accuracies.append(accuracy.item())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            self.optimizer.step()
+            optimizer_step(self, loss, cfg.max_grad_norm)
             if progress is not None and (i + 1) % 50 == 0:
                 progress(i + 1, cfg.updates, {"loss": float(np.mean(losses[-50:]))})
         self.updates += cfg.updates

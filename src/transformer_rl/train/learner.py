@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from transformer_rl.datasets.reader import Transitions
+from transformer_rl.distributed import average_gradients
 from transformer_rl.errors import UsageError
 
 # progress(done, total, metrics) while an update runs, for a progress bar
@@ -58,6 +59,17 @@ def load_optimizer_state(learner: Learner, state: dict[str, Any]) -> None:
         for group in learner.optimizer.param_groups:  # the command line's --lr, not the saved one
             group["lr"] = learner.cfg.lr
     learner.updates = int(state.get("updates", 0))
+
+
+def optimizer_step(learner: Learner, loss: torch.Tensor, max_grad_norm: float) -> None:
+    """One gradient step: backward, the gradients averaged over the ranks of a torchrun job
+    (a no-op in one process), clipped to ``max_grad_norm``, then the optimizer's step."""
+    params = [p for p in learner.model.parameters() if p.requires_grad]
+    learner.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients(params)
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    learner.optimizer.step()
 
 
 def check_finite(loss: torch.Tensor, update: int) -> float:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from transformer_rl import distributed
 from transformer_rl.datasets.format import read_manifest
 from transformer_rl.datasets.reader import load
 from transformer_rl.envs import EnvSpec
@@ -22,20 +24,20 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
           config: Any = None, init: Path | None = None, seed: int = 0, overwrite: bool = False,
           progress: Progress | None = None, device: str = "auto") -> dict[str, Any]:
     """Train on the dataset's newest ``config.replay_rows`` rows; PPO learns from the rows that
-    recorded their behaviour policy's logp. Returns the metrics and the parameter count."""
+    recorded their behaviour policy's logp. Returns the metrics and the parameter count.
+
+    Under torchrun the ranks train one model data-parallel: each reads the dataset, samples its
+    own windows (PPO: takes every N-th row) in minibatches of ``batch / N``, gradients are
+    averaged, and rank 0 writes the checkpoint."""
     algo = Algo(algo)
     config = config if config is not None else LEARNERS[algo][0]()
     check(config)
     model_args = model_args or ModelArgs()
     model_args.validate()
     out = Path(out)
-    if out.exists() and not (out / "config.json").is_file():
-        raise UsageError(f"--out {out} exists and is not a checkpoint; choose another path")
-    if out.exists() and not overwrite:
-        raise UsageError(f"--out {out} already holds a checkpoint; pass --overwrite to replace it, "
-                         "or choose another path")
-    check_creatable(out, "--out")
     where = resolve_device(device)
+    distributed.init(where.type)
+    distributed.on_main(_check_out, out, overwrite)
     spec = EnvSpec.from_json(read_manifest(data_dir)["env"])
     data = load(data_dir, newest_rows=config.replay_rows)
     if len(data) == 0:
@@ -45,16 +47,34 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
         if not data.learn.any():
             raise UsageError(f"{data_dir} records no behaviour logp, which PPO needs; train PPO on a "
                              "`trl run --algo ppo` dataset, or use --algo dqn")
+        data.learn &= np.arange(len(data)) % distributed.world_size() == distributed.rank()
     counters: dict[str, Any] = {}
     if init is not None:
         ckpt = checkpoint.load(init, spec=spec, device=where)
         model, counters = ckpt.model, dict(ckpt.meta.get("counters", {}))
     else:
         model = new_model(spec, model_args, data, seed, model_extras(algo, config, spec, data), where)
-    learner = new_learner(algo, model, config)
+    distributed.broadcast_model(model)
+    local = config
+    if distributed.active():
+        if config.batch < distributed.world_size():
+            raise UsageError(f"--batch {config.batch} is less than one row per rank; give at least "
+                             f"{distributed.world_size()}")
+        local = replace(config, batch=config.batch // distributed.world_size())
+    learner = new_learner(algo, model, local)
     if init is not None and ckpt.algo == algo:
         learner.load_state_dict(ckpt.learner_state)
-    metrics = learner.update(data, seed=seed, progress=progress)
-    checkpoint.save(out, model, spec, algo, learner_state=learner.state_dict(), counters=counters,
-                    train_config={str(algo): config, "data": str(data_dir), "seed": seed})
+    metrics = learner.update(data, seed=distributed.rank_seed(seed), progress=progress)
+    distributed.on_main(lambda: checkpoint.save(
+        out, model, spec, algo, learner_state=learner.state_dict(), counters=counters,
+        train_config={str(algo): config, "data": str(data_dir), "seed": seed}))
     return {"parameters": model.num_params(), **metrics, "checkpoint": str(out)}
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not (out / "config.json").is_file():
+        raise UsageError(f"--out {out} exists and is not a checkpoint; choose another path")
+    if out.exists() and not overwrite:
+        raise UsageError(f"--out {out} already holds a checkpoint; pass --overwrite to replace it, "
+                         "or choose another path")
+    check_creatable(out, "--out")

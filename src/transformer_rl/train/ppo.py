@@ -22,9 +22,17 @@ import torch
 from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.datasets.reader import Transitions
 from transformer_rl.datasets.sequences import Sequences, build_sequences
+from transformer_rl.distributed import agree_min
 from transformer_rl.models import autocast
 from transformer_rl.settings import NON_NEGATIVE, POSITIVE, UNIT, setting
-from transformer_rl.train.learner import Progress, check_finite, load_optimizer_state, optimizer_state, to_tensor
+from transformer_rl.train.learner import (
+    Progress,
+    check_finite,
+    load_optimizer_state,
+    optimizer_state,
+    optimizer_step,
+    to_tensor,
+)
 
 
 @dataclass
@@ -138,7 +146,7 @@ class PPOLearner:
         ret = adv + value
         rows = np.flatnonzero(learn)
         rng = np.random.default_rng(seed)
-        n_batches = max(1, len(rows) // cfg.batch)
+        n_batches = agree_min(max(1, len(rows) // cfg.batch))  # under torchrun, every rank's count
         model.train()
         logs: list[dict[str, float]] = []
         start = time.perf_counter()
@@ -158,10 +166,7 @@ class PPOLearner:
                 with autocast(device):
                     loss, info = ppo_loss(model, batch, cfg)
                 check_finite(loss, len(logs) + 1)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
+                optimizer_step(self, loss, cfg.max_grad_norm)
                 logs.append(info)
                 if progress is not None:
                     progress(len(logs), cfg.epochs * n_batches, {"loss": info["losses/policy_loss"]})
