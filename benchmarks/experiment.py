@@ -1,83 +1,205 @@
-"""The transformer-vs-MLP experiment: `trl run` per model and seed at the same budget, then a
-100-episode evaluation of each run's best checkpoint; prints a markdown table and plots curves.
+"""Transformer vs dense net at matched sizes: `trl run` per (workload, family, size, seed).
 
-Usage:
-  .venv/bin/python benchmarks/experiment.py --env CartPole-v1 --algo dqn --plot docs/cartpole_dqn.png
-  .venv/bin/python benchmarks/experiment.py --env CartPole-v1 --algo ppo --plot docs/cartpole_ppo.png
-  .venv/bin/python benchmarks/experiment.py --env Breakout-ram --algo ppo --plot docs/breakout_ppo.png
-Runs go to <root>/<env>-<algo>-<model>-s<seed>/ and are reused if complete (--fresh reruns them).
-Options after `--` go to every `trl run` (the budget is the preset's unless given there).
+Each run ends with a 100-episode evaluation of its best checkpoint (fresh env seeds). Its result
+is committed as benchmarks/sweep/<workload>/<family>-<size>-s<seed>.json, which is what makes
+the sweep resumable across sessions and machines: a finished result is skipped; an unfinished
+run whose directory is still there is resumed by the same `trl run` command (never shortened),
+one whose directory is gone starts again. `--jobs` runs that many at once, one process each.
+
+  .venv/bin/python benchmarks/experiment.py run --workload cartpole-dqn --jobs 2
+  .venv/bin/python benchmarks/experiment.py report     # the table and the plots of what is finished
+  .venv/bin/python benchmarks/experiment.py sizes      # every configuration and its exact count
+
+The sizes vary width at depth 2 (GPT: context 8, 2 heads); parameter counts below are for
+CartPole-v1 (4 inputs, 2 actions) and Breakout-ram (128 bytes, 4 actions).
 """
+
+from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from transformer_rl.evaluate.plots import plot_runs
+RESULTS = Path(__file__).parent / "sweep"
+
+# family -> size label -> model options
+SIZES = {
+    "gpt": {"w8": {"n_embd": 8}, "w16": {"n_embd": 16}, "w32": {"n_embd": 32}, "w48": {"n_embd": 48}},
+    "mlp": {"h48": {"hidden": 48}, "h96": {"hidden": 96}, "h160": {"hidden": 160}, "h240": {"hidden": 240}},
+}
+DEPTH = {"n_layer": 2}
+
+# workload -> env, algo, extra `trl run` options (the budget is the preset's unless given)
+WORKLOADS = {
+    "cartpole-dqn": ("CartPole-v1", "dqn", []),
+    "cartpole-ppo": ("CartPole-v1", "ppo", []),
+    "breakout-ppo-2m": ("Breakout-ram", "ppo", []),
+    "breakout-ppo-10m": ("Breakout-ram", "ppo", ["--iterations", "2442"]),
+    "pong-ppo-2m": ("Pong-ram", "ppo", []),
+    "seaquest-ppo-2m": ("Seaquest-ram", "ppo", []),
+}
 
 
-def run_one(trl: str, root: Path, env: str, algo: str, model: str, seed: int, extra: list[str],
-            fresh: bool) -> dict:
-    name = f"{env}-{algo}-{model}-s{seed}"
+def options(model: dict[str, int]) -> list[str]:
+    return [x for k, v in {**model, **DEPTH}.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def result_path(workload: str, family: str, size: str, seed: int) -> Path:
+    return RESULTS / workload / f"{family}-{size}-s{seed}.json"
+
+
+def run_one(workload: str, family: str, size: str, seed: int, root: Path) -> dict:
+    out = result_path(workload, family, size, seed)
+    if out.exists():
+        return json.loads(out.read_text())
+    env, algo, extra = WORKLOADS[workload]
+    name = f"{workload}-{family}-{size}-s{seed}"
+    trl = str(Path(sys.executable).with_name("trl"))
+    cmd = [trl, "run", "--env", env, "--algo", algo, "--model", family, *options(SIZES[family][size]),
+           "--seed", str(seed), "--root", str(root), "--name", name, *extra]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     run_dir = root / name
-    if fresh or not (run_dir / "final-eval.json").exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        subprocess.run([trl, "run", "--env", env, "--algo", algo, "--model", model, "--seed", str(seed),
-                        "--name", name, "--root", str(root), *extra], check=True, stdout=subprocess.DEVNULL)
-        mode = json.loads((run_dir / "config.json").read_text())["eval_mode"] or "greedy"
-        subprocess.run([trl, "eval", str(run_dir / "checkpoints" / "best"), "--episodes", "100",
-                        "--mode", mode, "--seed", "123456789", "--report", str(run_dir / "final-eval.json")],
-                       check=True, stdout=subprocess.DEVNULL)
     report = json.loads((run_dir / "report.json").read_text())
-    report["final"] = json.loads((run_dir / "final-eval.json").read_text())
-    report["dir"] = run_dir
-    return report
+    if report["iterations"] < json.loads((run_dir / "config.json").read_text())["iterations"] and not report["solved"]:
+        raise RuntimeError(f"{name} stopped early without solving")  # never a silently short run
+    mode = json.loads((run_dir / "config.json").read_text())["eval_mode"]
+    final = run_dir / "final-eval.json"
+    subprocess.run([trl, "eval", str(run_dir / "checkpoints" / "best"), "--episodes", "100", "--mode", mode,
+                    "--seed", "123456789", "--report", str(final)], check=True, stdout=subprocess.DEVNULL)
+    final_eval = json.loads(final.read_text())
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    result = {
+        "workload": workload, "env": env, "algo": algo, "family": family, "size": size, "seed": seed,
+        "model_options": {**SIZES[family][size], **DEPTH}, "parameters": report["parameters"],
+        "command": " ".join(cmd[1:]), "env_steps": report["env_steps"], "wall_s": report["wall_s"],
+        "solved": report["solved"], "stop_at": report["stop_at"], "best": report["best"],
+        "final": {k: final_eval[k] for k in ("episodes", "mean_return", "std_return", "min_return", "max_return")},
+        "curve": [[r["env_steps"], r["wall_s"], r["eval/mean_return"]] for r in metrics if "eval/mean_return" in r],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def load_results() -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for path in sorted(RESULTS.glob("*/*.json")):
+        r = json.loads(path.read_text())
+        found.setdefault(r["workload"], []).append(r)
+    return found
+
+
+def summary(results: list[dict]) -> list[dict]:
+    """Per (family, size): mean and std over seeds of the final score, env steps and wall time."""
+    rows = []
+    for family in SIZES:
+        for size in SIZES[family]:
+            mine = [r for r in results if r["family"] == family and r["size"] == size]
+            if not mine:
+                continue
+            final = np.array([r["final"]["mean_return"] for r in mine])
+            steps = np.array([r["env_steps"] for r in mine])
+            wall = np.array([r["wall_s"] for r in mine])
+            rows.append({"family": family, "size": size, "parameters": mine[0]["parameters"], "seeds": len(mine),
+                         "solved": sum(bool(r["solved"]) for r in mine), "stop_at": mine[0]["stop_at"],
+                         "final": (final.mean(), final.std()), "env_steps": (steps.mean(), steps.std()),
+                         "wall_s": (wall.mean(), wall.std()), "runs": mine})
+    return rows
+
+
+def plot(workload: str, rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    solving = rows[0]["stop_at"] is not None
+    panels = [("final", "final score, 100 episodes")]
+    if solving:
+        panels += [("env_steps", "env steps to solve (budget if not)"), ("wall_s", "wall seconds to solve")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels, strict=True):
+        for family, colour in (("gpt", "tab:blue"), ("mlp", "tab:orange")):
+            mine = [r for r in rows if r["family"] == family]
+            if not mine:
+                continue
+            x = [r["parameters"] for r in mine]
+            mean = np.array([r[key][0] for r in mine])
+            std = np.array([r[key][1] for r in mine])
+            ax.plot(x, mean, "o-", color=colour, label=family.upper())
+            ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2)
+            for r in mine:  # every seed
+                values = [s["final"]["mean_return"] if key == "final" else s[key] for s in r["runs"]]
+                ax.scatter([r["parameters"]] * len(values), values, color=colour, s=8, alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{workload}: mean ± std over seeds (dots: each seed)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def report(plots: Path) -> None:
+    for workload, results in load_results().items():
+        rows = summary(results)
+        print(f"\n### {workload}\n")
+        print("| family | size | parameters | seeds | solved | final score (100 ep) | env steps | wall s |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            solved = "-" if r["stop_at"] is None else f"{r['solved']}/{r['seeds']}"
+            print(f"| {r['family']} | {r['size']} | {r['parameters']:,} | {r['seeds']} | {solved} | "
+                  f"{r['final'][0]:.1f} ± {r['final'][1]:.1f} | {r['env_steps'][0]:,.0f} ± {r['env_steps'][1]:,.0f} | "
+                  f"{r['wall_s'][0]:.0f} ± {r['wall_s'][1]:.0f} |")
+        plot(workload, rows, plots / f"sweep_{workload}.png")
+        print(f"\nplot: {plots / f'sweep_{workload}.png'}")
+
+
+def sizes() -> None:
+    from transformer_rl.envs import resolve
+    from transformer_rl.models import ModelArgs, build_model
+
+    print("| family | size | options | CartPole-v1 | Breakout-ram |")
+    print("| --- | --- | --- | --- | --- |")
+    for family, table in SIZES.items():
+        for size, model in table.items():
+            args = ModelArgs(model=family, **model, **DEPTH)
+            counts = [build_model(args.config(resolve(env))).num_params() for env in ("CartPole-v1", "Breakout-ram")]
+            print(f"| {family} | {size} | `{' '.join(options(model))}` | {counts[0]:,} | {counts[1]:,} |")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", default="CartPole-v1")
-    p.add_argument("--algo", default="dqn")
-    p.add_argument("--models", default="gpt,mlp")
+    p.add_argument("command", choices=["run", "report", "sizes"])
+    p.add_argument("--workload", choices=list(WORKLOADS), action="append")
+    p.add_argument("--families", default="gpt,mlp")
+    p.add_argument("--sizes", help="comma-separated size labels (default: all of each family)")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--root", type=Path, default=Path("runs/experiment"))
-    p.add_argument("--plot", type=Path, help="write the learning curves here (PNG)")
-    p.add_argument("--fresh", action="store_true", help="rerun runs that are already complete")
-    p.add_argument("extra", nargs="*", help="options for `trl run`, after --")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, one process each")
+    p.add_argument("--root", type=Path, default=Path("runs/sweep"))
+    p.add_argument("--plots", type=Path, default=Path("docs"))
     a = p.parse_args()
-    trl = str(Path(sys.executable).with_name("trl"))
-    seeds = [int(s) for s in a.seeds.split(",")]
-    results = {m: [run_one(trl, a.root, a.env, a.algo, m, s, a.extra, a.fresh) for s in seeds]
-               for m in a.models.split(",")}
-    print(f"### {a.env}, {a.algo.upper()}, seeds {a.seeds}\n")
-    print("| model | seed | params | solved | env steps | wall s | best eval (iter) | final eval, 100 ep |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for model, reports in results.items():
-        for seed, r in zip(seeds, reports, strict=True):
-            f, b = r["final"], r["best"]
-            solved = "-" if r["stop_at"] is None else "yes" if r["solved"] else "no"
-            print(f"| {model} | {seed} | {r['parameters']:,} | {solved} | "
-                  f"{r['env_steps']:,} | {r['wall_s']:.0f} | {b['mean_return']:.1f} ({b['iteration']}) | "
-                  f"{f['mean_return']:.1f} ± {f['std_return']:.1f} |")
-    print("\n| model | params | solved | env steps | wall s | final eval (mean ± std over seeds) |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for model, reports in results.items():
-        steps = np.array([r["env_steps"] for r in reports])
-        wall = np.array([r["wall_s"] for r in reports])
-        final = np.array([r["final"]["mean_return"] for r in reports])
-        solved = "-" if reports[0]["stop_at"] is None else f"{sum(bool(r['solved']) for r in reports)}/{len(reports)}"
-        print(f"| {model} | {reports[0]['parameters']:,} | {solved} | "
-              f"{steps.mean():,.0f} ± {steps.std():,.0f} | {wall.mean():.0f} ± {wall.std():.0f} | "
-              f"{final.mean():.1f} ± {final.std():.1f} |")
-    if a.plot:
-        plot_runs(a.plot, [r["dir"] for reports in results.values() for r in reports],
-                  title=f"{a.env} {a.algo.upper()}: GPT vs MLP", threshold=reports[0]["stop_at"])
-        print(f"\ncurves: {a.plot}")
+    if a.command == "sizes":
+        return sizes()
+    if a.command == "report":
+        return report(a.plots)
+    jobs = [(w, f, s, seed) for w in a.workload or [] for f in a.families.split(",")
+            for s in SIZES[f] if a.sizes is None or s in a.sizes.split(",")
+            for seed in map(int, a.seeds.split(","))]
+    with ThreadPoolExecutor(a.jobs) as pool:
+        futures = {pool.submit(run_one, *job, a.root): job for job in jobs}
+        for future, job in futures.items():
+            r = future.result()
+            print(f"{job}: {r['parameters']:,} params, solved {r['solved']}, env steps {r['env_steps']:,}, "
+                  f"final {r['final']['mean_return']:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def init(device_type: str = "cpu") -> None:
     dist.init_process_group("cpu:gloo,cuda:nccl" if grads == "nccl" else "gloo", timeout=timedelta(hours=2))
     _groups["data"] = dist.new_group(backend="gloo")
     _groups["grads"] = dist.new_group(backend=grads)
+    _groups["grads_device"] = "cuda" if grads == "nccl" else "cpu"  # NCCL reduces GPU tensors only
 
 
 def pool_threads() -> int | None:
@@ -122,7 +123,7 @@ def agree_min(value: int) -> int:
         return value
     import torch
 
-    t = torch.tensor([value], dtype=torch.int64)
+    t = torch.tensor([value], dtype=torch.int64, device=_groups["grads_device"])
     _dist().all_reduce(t, op=_dist().ReduceOp.MIN, group=_groups["grads"])
     return int(t.item())
 
