@@ -76,6 +76,21 @@ def test_mlp_positions_are_independent():
     assert torch.allclose(a[:, [0, 1, 3, 4]], b[:, [0, 1, 3, 4]]) and not torch.allclose(a[:, 2], b[:, 2])
 
 
+def test_mlp_with_stacked_history_sees_exactly_its_last_k_steps():
+    from transformer_rl.models.mlp import stack_history
+
+    x = torch.arange(1.0, 6.0).reshape(1, 5, 1)  # steps 1..5, one feature
+    mask = torch.tensor([[False, True, True, True, True]])  # step 1 is left padding
+    assert stack_history(x, mask, 3)[0].tolist() == [[0, 0, 0], [0, 0, 2], [0, 2, 3], [2, 3, 4], [3, 4, 5]]
+    model = MLP(MLPConfig(4, 2, context=3)).eval()
+    obs, prev = inputs()
+    obs2 = obs.clone()
+    obs2[:, 1] += 1.0  # reaches positions 1, 2 and 3 only
+    a, b = model(obs, prev).q, model(obs2, prev).q
+    assert torch.allclose(a[:, [0, 4]], b[:, [0, 4]]) and not torch.allclose(a[:, [1, 2, 3]], b[:, [1, 2, 3]])
+    torch.testing.assert_close(model(obs, prev).q[:, -1], model(obs, prev, last_only=True).q[:, -1])
+
+
 def test_obs_normalisation_is_saved_and_used():
     model = GPT(GPTConfig(4, 2, context=8)).eval()
     obs, prev = inputs()

@@ -35,11 +35,13 @@ class RamNorm(Choice):
 @dataclass
 class ModelArgs:
     model: ModelKind = setting(ModelKind.gpt, "gpt (transformer) or mlp (dense baseline).")
-    context: int = setting(GPTConfig.context, "GPT context: timesteps per window (MLP: 1).", POSITIVE)
+    context: int = setting(GPTConfig.context, "GPT context: timesteps per window (MLP: --stack).", POSITIVE)
     n_layer: int = setting(GPTConfig.n_layer, "Transformer blocks / MLP hidden layers.", POSITIVE)
     n_head: int = setting(GPTConfig.n_head, "GPT attention heads.", POSITIVE)
     n_embd: int = setting(GPTConfig.n_embd, "GPT embedding width.", POSITIVE)
     hidden: int = setting(MLPConfig.hidden, "MLP hidden width.", POSITIVE)
+    stack: int = setting(MLPConfig.context, "MLP: steps of history stacked as its input (a dense net's "
+                         "context).", POSITIVE)
     dropout: float = setting(GPTConfig.dropout, "GPT dropout (attention, residual, embeddings).",
                              Range(ge=0, lt=1))
     ram_norm: RamNorm = setting(RamNorm.data, "Byte observations: data (per byte, scaled from the "
@@ -47,20 +49,22 @@ class ModelArgs:
 
     def validate(self) -> None:
         check(self)
+        if self.model == ModelKind.gpt and self.stack != 1:
+            raise UsageError("--stack is the MLP's history; a GPT's is --context")
         if self.model == ModelKind.gpt and self.n_embd % self.n_head:
             raise UsageError(f"--n-embd {self.n_embd} must be a multiple of --n-head {self.n_head}")
 
     @property
     def window(self) -> int:
         """Timesteps the model sees at once."""
-        return self.context if self.model == ModelKind.gpt else 1
+        return self.context if self.model == ModelKind.gpt else self.stack
 
     def config(self, spec: EnvSpec) -> dict[str, Any]:
         base = {"obs_dim": spec.obs_dim, "num_actions": spec.num_actions, "model": str(self.model)}
         if self.model == ModelKind.gpt:
             return {**base, "context": self.context, "n_layer": self.n_layer,
                     "n_head": self.n_head, "n_embd": self.n_embd, "dropout": self.dropout}
-        return {**base, "hidden": self.hidden, "n_layer": self.n_layer}
+        return {**base, "hidden": self.hidden, "n_layer": self.n_layer, "context": self.stack}
 
 
 def new_model(spec: EnvSpec, args: ModelArgs, data: Transitions, seed: int,
