@@ -7,11 +7,16 @@ run whose directory is still there is resumed by the same `trl run` command (nev
 one whose directory is gone starts again. `--jobs` runs that many at once, one process each.
 
   .venv/bin/python benchmarks/experiment.py run --workload cartpole-dqn --jobs 2
+  .venv/bin/python benchmarks/experiment.py run --workload cartpole-dqn --context 1,2,4,8,16 --jobs 2
   .venv/bin/python benchmarks/experiment.py report     # the table and the plots of what is finished
   .venv/bin/python benchmarks/experiment.py sizes      # every configuration and its exact count
 
 The sizes vary width at depth 2 (GPT: context 8, 2 heads); parameter counts below are for
 CartPole-v1 (4 inputs, 2 actions) and Breakout-ram (128 bytes, 4 actions).
+
+The context ablation (`--context`) runs the GPT of ABLATION["gpt"] with `--context K` and, as
+the control, the MLP of matched size fed the same K steps stacked (`--stack K`); its results go
+to benchmarks/sweep/<workload>-context/.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ SIZES = {
     "mlp": {"h48": {"hidden": 48}, "h96": {"hidden": 96}, "h160": {"hidden": 160}, "h240": {"hidden": 240}},
 }
 DEPTH = {"n_layer": 2}
+ABLATION = {"gpt": "w32", "mlp": "h160"}  # 26,149 and 27,365 parameters on CartPole-v1 at K = 1
 
 # workload -> env, algo, extra `trl run` options (the budget is the preset's unless given)
 WORKLOADS = {
@@ -46,21 +52,29 @@ WORKLOADS = {
 
 
 def options(model: dict[str, int]) -> list[str]:
-    return [x for k, v in {**model, **DEPTH}.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    return [x for k, v in model.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
-def result_path(workload: str, family: str, size: str, seed: int) -> Path:
-    return RESULTS / workload / f"{family}-{size}-s{seed}.json"
+def model_options(family: str, size: str, context: int | None) -> dict[str, int]:
+    history = {} if context is None else {"context" if family == "gpt" else "stack": context}
+    return {**SIZES[family][size], **DEPTH, **history}
 
 
-def run_one(workload: str, family: str, size: str, seed: int, root: Path) -> dict:
-    out = result_path(workload, family, size, seed)
+def result_path(workload: str, family: str, size: str, seed: int, context: int | None = None) -> Path:
+    if context is None:
+        return RESULTS / workload / f"{family}-{size}-s{seed}.json"
+    return RESULTS / f"{workload}-context" / f"{family}-{size}-k{context}-s{seed}.json"
+
+
+def run_one(workload: str, family: str, size: str, seed: int, context: int | None, root: Path) -> dict:
+    out = result_path(workload, family, size, seed, context)
     if out.exists():
         return json.loads(out.read_text())
     env, algo, extra = WORKLOADS[workload]
-    name = f"{workload}-{family}-{size}-s{seed}"
+    model = model_options(family, size, context)
+    name = out.parent.name + "-" + out.stem
     trl = str(Path(sys.executable).with_name("trl"))
-    cmd = [trl, "run", "--env", env, "--algo", algo, "--model", family, *options(SIZES[family][size]),
+    cmd = [trl, "run", "--env", env, "--algo", algo, "--model", family, *options(model),
            "--seed", str(seed), "--root", str(root), "--name", name, *extra]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     run_dir = root / name
@@ -74,8 +88,8 @@ def run_one(workload: str, family: str, size: str, seed: int, root: Path) -> dic
     final_eval = json.loads(final.read_text())
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     result = {
-        "workload": workload, "env": env, "algo": algo, "family": family, "size": size, "seed": seed,
-        "model_options": {**SIZES[family][size], **DEPTH}, "parameters": report["parameters"],
+        "workload": out.parent.name, "env": env, "algo": algo, "family": family, "size": size, "seed": seed,
+        "context": context, "model_options": model, "parameters": report["parameters"],
         "command": " ".join(cmd[1:]), "env_steps": report["env_steps"], "wall_s": report["wall_s"],
         "solved": report["solved"], "stop_at": report["stop_at"], "best": report["best"],
         "final": {k: final_eval[k] for k in ("episodes", "mean_return", "std_return", "min_return", "max_return")},
@@ -95,20 +109,22 @@ def load_results() -> dict[str, list[dict]]:
 
 
 def summary(results: list[dict]) -> list[dict]:
-    """Per (family, size): mean and std over seeds of the final score, env steps and wall time."""
+    """Per (family, size, context): mean and std over seeds of the final score, env steps and
+    wall time; ``x`` is the parameter count (the size sweep) or K (the context ablation)."""
     rows = []
-    for family in SIZES:
-        for size in SIZES[family]:
-            mine = [r for r in results if r["family"] == family and r["size"] == size]
-            if not mine:
-                continue
-            final = np.array([r["final"]["mean_return"] for r in mine])
-            steps = np.array([r["env_steps"] for r in mine])
-            wall = np.array([r["wall_s"] for r in mine])
-            rows.append({"family": family, "size": size, "parameters": mine[0]["parameters"], "seeds": len(mine),
-                         "solved": sum(bool(r["solved"]) for r in mine), "stop_at": mine[0]["stop_at"],
-                         "final": (final.mean(), final.std()), "env_steps": (steps.mean(), steps.std()),
-                         "wall_s": (wall.mean(), wall.std()), "runs": mine})
+    groups = sorted({(r["family"], r["size"], r.get("context")) for r in results},
+                    key=lambda g: (g[0], list(SIZES[g[0]]).index(g[1]), g[2] or 0))
+    for family, size, context in groups:
+        mine = [r for r in results if (r["family"], r["size"], r.get("context")) == (family, size, context)]
+        final = np.array([r["final"]["mean_return"] for r in mine])
+        steps = np.array([r["env_steps"] for r in mine])
+        wall = np.array([r["wall_s"] for r in mine])
+        parameters = int(np.mean([r["parameters"] for r in mine]))
+        rows.append({"family": family, "size": size, "context": context, "parameters": parameters,
+                     "x": parameters if context is None else context, "seeds": len(mine),
+                     "solved": sum(bool(r["solved"]) for r in mine), "stop_at": mine[0]["stop_at"],
+                     "final": (final.mean(), final.std()), "env_steps": (steps.mean(), steps.std()),
+                     "wall_s": (wall.mean(), wall.std()), "runs": mine})
     return rows
 
 
@@ -128,16 +144,17 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
             mine = [r for r in rows if r["family"] == family]
             if not mine:
                 continue
-            x = [r["parameters"] for r in mine]
+            x = [r["x"] for r in mine]
             mean = np.array([r[key][0] for r in mine])
             std = np.array([r[key][1] for r in mine])
             ax.plot(x, mean, "o-", color=colour, label=family.upper())
             ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2)
             for r in mine:  # every seed
                 values = [s["final"]["mean_return"] if key == "final" else s[key] for s in r["runs"]]
-                ax.scatter([r["parameters"]] * len(values), values, color=colour, s=8, alpha=0.6)
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters")
+                ax.scatter([r["x"]] * len(values), values, color=colour, s=8, alpha=0.6)
+        ablation = rows[0]["context"] is not None
+        ax.set_xscale("log", base=2 if ablation else 10)
+        ax.set_xlabel("K: steps of history (GPT context, MLP stack)" if ablation else "parameters")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -152,11 +169,12 @@ def report(plots: Path) -> None:
     for workload, results in load_results().items():
         rows = summary(results)
         print(f"\n### {workload}\n")
-        print("| family | size | parameters | seeds | solved | final score (100 ep) | env steps | wall s |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| family | size | K | parameters | seeds | solved | final score (100 ep) | env steps | wall s |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
             solved = "-" if r["stop_at"] is None else f"{r['solved']}/{r['seeds']}"
-            print(f"| {r['family']} | {r['size']} | {r['parameters']:,} | {r['seeds']} | {solved} | "
+            k = r["context"] or ("8" if r["family"] == "gpt" else "1")
+            print(f"| {r['family']} | {r['size']} | {k} | {r['parameters']:,} | {r['seeds']} | {solved} | "
                   f"{r['final'][0]:.1f} ± {r['final'][1]:.1f} | {r['env_steps'][0]:,.0f} ± {r['env_steps'][1]:,.0f} | "
                   f"{r['wall_s'][0]:.0f} ± {r['wall_s'][1]:.0f} |")
         plot(workload, rows, plots / f"sweep_{workload}.png")
@@ -171,9 +189,9 @@ def sizes() -> None:
     print("| --- | --- | --- | --- | --- |")
     for family, table in SIZES.items():
         for size, model in table.items():
-            args = ModelArgs(model=family, **model, **DEPTH)
+            args = ModelArgs(model=family, **model_options(family, size, None))
             counts = [build_model(args.config(resolve(env))).num_params() for env in ("CartPole-v1", "Breakout-ram")]
-            print(f"| {family} | {size} | `{' '.join(options(model))}` | {counts[0]:,} | {counts[1]:,} |")
+            print(f"| {family} | {size} | `{' '.join(options({**model, **DEPTH}))}` | {counts[0]:,} | {counts[1]:,} |")
 
 
 def main() -> None:
@@ -183,6 +201,7 @@ def main() -> None:
     p.add_argument("--families", default="gpt,mlp")
     p.add_argument("--sizes", help="comma-separated size labels (default: all of each family)")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--context", help="the context ablation: comma-separated K (GPT --context, MLP --stack)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, one process each")
     p.add_argument("--root", type=Path, default=Path("runs/sweep"))
     p.add_argument("--plots", type=Path, default=Path("docs"))
@@ -191,9 +210,13 @@ def main() -> None:
         return sizes()
     if a.command == "report":
         return report(a.plots)
-    jobs = [(w, f, s, seed) for w in a.workload or [] for f in a.families.split(",")
-            for s in SIZES[f] if a.sizes is None or s in a.sizes.split(",")
-            for seed in map(int, a.seeds.split(","))]
+    if a.context:
+        jobs = [(w, f, ABLATION[f], seed, k) for w in a.workload or [] for k in map(int, a.context.split(","))
+                for f in a.families.split(",") for seed in map(int, a.seeds.split(","))]
+    else:
+        jobs = [(w, f, s, seed, None) for w in a.workload or [] for f in a.families.split(",")
+                for s in SIZES[f] if a.sizes is None or s in a.sizes.split(",")
+                for seed in map(int, a.seeds.split(","))]
     with ThreadPoolExecutor(a.jobs) as pool:
         futures = {pool.submit(run_one, *job, a.root): job for job in jobs}
         for future, job in futures.items():

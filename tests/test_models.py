@@ -67,6 +67,27 @@ def test_last_only_gives_the_full_forwards_last_position(n_layer, gated):
     torch.testing.assert_close(mlp(obs, prev).q[:, -1], mlp(obs, prev, last_only=True).q[:, -1])
 
 
+def test_attention_maps_are_what_the_fused_attention_uses():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(4, 2, context=8, n_layer=2)).eval()
+    obs, prev = inputs()
+    mask = torch.ones(3, 8, dtype=torch.bool)
+    mask[0, :3] = False
+    for m in (mask, None):
+        maps = model.attention(obs, prev, m)  # (L, B, H, T, T)
+        assert maps.shape == (2, 3, 2, 8, 8)
+        torch.testing.assert_close(maps.sum(-1), torch.ones(2, 3, 2, 8))
+        assert maps.triu(1).abs().max() == 0  # causal
+        # the first block's output, rebuilt from the maps, is the fused attention's
+        x, attn_mask = model._tokens(obs, prev, m, None, None)
+        block = model.h[0]
+        _, _, v = block.attn.c_attn(block.ln_1(x)).split(32, dim=2)
+        v = v.view(3, 8, 2, 16).transpose(1, 2)
+        mine = block.attn.c_proj((maps[0] @ v).transpose(1, 2).reshape(3, 8, 32))
+        torch.testing.assert_close(mine, block.attn(block.ln_1(x), attn_mask), atol=1e-5, rtol=1e-5)
+    assert model.attention(obs, prev, mask)[:, 0, :, 3:, :3].abs().max() == 0  # real steps never read padding
+
+
 def test_mlp_positions_are_independent():
     model = MLP(MLPConfig(4, 2)).eval()
     obs, prev = inputs()

@@ -189,6 +189,31 @@ class GPT(PolicyModel):
         ``last_only``: outputs at the last position only, (B, 1, ...), exactly as the full
         forward gives them; the last block then runs its query, projection and MLP on one
         token instead of T (acting and PPO need no other position)."""
+        x, attn_mask = self._tokens(obs, prev_action, mask, rtg, timestep)
+        for i, block in enumerate(self.h):
+            x = block(x, attn_mask, last=last_only and i == len(self.h) - 1)
+        return self.heads(self.ln_f(x))
+
+    @torch.no_grad()
+    def attention(self, obs: torch.Tensor, prev_action: torch.Tensor, mask: torch.Tensor | None = None,
+                  rtg: torch.Tensor | None = None, timestep: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_layer, B, n_head, T, T): each block's attention probabilities, as its fused
+        attention computes them (for probes: which past steps each position reads)."""
+        x, attn_mask = self._tokens(obs, prev_action, mask, rtg, timestep)
+        B, T, C = x.shape
+        if attn_mask is None:
+            attn_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril().expand(B, 1, T, T)
+        maps = []
+        for block in self.h:
+            q, k, _ = block.attn.c_attn(block.ln_1(x)).split(C, dim=2)
+            q, k = (t.view(B, T, block.attn.n_head, -1).transpose(1, 2) for t in (q, k))  # (B, nh, T, hs)
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+            maps.append(scores.masked_fill(~attn_mask, float("-inf")).softmax(-1))
+            x = block(x, attn_mask)
+        return torch.stack(maps)
+
+    def _tokens(self, obs, prev_action, mask, rtg, timestep) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The input tokens (B, T, C) and the attention mask (B, 1, T, T), or None: causal."""
         B, T, _ = obs.shape
         assert T <= self.config.context, f"window of {T} steps exceeds context {self.config.context}"
         x = self.wte(self.norm(obs)) + self.wpe(torch.arange(T, device=obs.device))  # (B, T, C)
@@ -204,6 +229,4 @@ class GPT(PolicyModel):
             causal = torch.ones(T, T, dtype=torch.bool, device=obs.device).tril()
             eye = torch.eye(T, dtype=torch.bool, device=obs.device)
             attn_mask = ((causal & mask[:, None, :]) | eye).unsqueeze(1)  # (B, 1, T, T)
-        for i, block in enumerate(self.h):
-            x = block(x, attn_mask, last=last_only and i == len(self.h) - 1)
-        return self.heads(self.ln_f(x))
+        return x, attn_mask
