@@ -98,25 +98,56 @@ def _rank_pid(torchrun_pid: int, rank: int) -> int | None:
     return None
 
 
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
-def test_sigkill_of_one_rank_then_the_same_command_resumes(tmp_path):
-    args = [*TORCHRUN, *PPO, "--iterations", "16", "--eval-every", "2", "--eval-episodes", "8",
-            "--root", tmp_path, "--name", "kill"]
-    run = tmp_path / "kill"
+def _kill_rank_when(args: list, rank: int, ready) -> int:
+    """Start the job, SIGKILL the worker of ``rank`` once ``ready()`` holds (then a moment);
+    returns torchrun's exit code."""
     p = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     start, killed = time.time(), None
     while p.poll() is None and time.time() - start < 120:
-        state = run / "state.json"
-        if state.exists() and json.loads(state.read_text())["iteration"] >= 4:
-            time.sleep(0.3)  # somewhere inside a later iteration
-            killed = _rank_pid(p.pid, 1)
+        if ready():
+            time.sleep(0.3)  # somewhere inside what follows
+            killed = _rank_pid(p.pid, rank)
             if killed is not None:
                 os.kill(killed, signal.SIGKILL)
             break
         time.sleep(0.01)
-    assert killed is not None, "rank 1 was not found running"
-    assert p.wait(timeout=120) != 0  # torchrun stops the job when a rank dies
+    assert killed is not None, f"rank {rank} was not found running"
+    return p.wait(timeout=120)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_sigkill_of_a_collecting_rank_then_resume_completes_one_dataset(tmp_path):
+    out = tmp_path / "data"
+    args = [*TORCHRUN, "collect", "--env", "CartPole-v1", "--steps", 400_000, "--num-envs", 8, "--out", out,
+            "--shard-rows", 20_000]
+    assert _kill_rank_when(args, 0, lambda: (out / "manifest.json").exists()
+                           and read_manifest(out)["shards"]) != 0
+    assert validate_ok(out) and len(load(out)) < 400_000  # what it listed is whole
+    r = subprocess.run([str(a) for a in [*args, "--resume"]], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert 400_000 <= len(load(out)) < 400_000 + 8 * 500
+    assert verify(out).ok
+
+
+def validate_ok(root: Path) -> bool:
+    from transformer_rl.datasets.checks import validate
+
+    return validate(root).ok
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+@pytest.mark.parametrize("rank", [0, 1])
+def test_sigkill_of_one_rank_then_the_same_command_resumes(tmp_path, rank):
+    args = [*TORCHRUN, *PPO, "--iterations", "16", "--eval-every", "2", "--eval-episodes", "8",
+            "--root", tmp_path, "--name", "kill"]
+    run = tmp_path / "kill"
+
+    def ready() -> bool:
+        state = run / "state.json"
+        return state.exists() and json.loads(state.read_text())["iteration"] >= 4
+
+    assert _kill_rank_when(args, rank, ready) != 0  # torchrun stops the job when a rank dies
     died_after = json.loads((run / "state.json").read_text())["iteration"]
     assert died_after < 16
 

@@ -15,6 +15,7 @@ to anyone and every function is a no-op; this module imports torch only when it 
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
@@ -64,6 +65,9 @@ def init(device_type: str = "cpu") -> None:
     _groups["data"] = dist.new_group(backend="gloo")
     _groups["grads"] = dist.new_group(backend=grads)
     _groups["grads_device"] = "cuda" if grads == "nccl" else "cpu"  # NCCL reduces GPU tensors only
+    # leaving with the groups alive can abort the process at exit ("terminate called without an
+    # active exception", from the backends' threads); no barrier: a rank that fails must not wait
+    atexit.register(dist.destroy_process_group)
 
 
 def pool_threads() -> int | None:

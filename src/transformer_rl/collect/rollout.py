@@ -260,10 +260,12 @@ class Collector:
         else:
             done = want_rows is None or self.done_rows >= want_rows
         timeout = not done and until is not None and time.perf_counter() >= until
-        if done or timeout:
+        if done:
             if self.pending.at is None:  # the entries that end these episodes must be in the log
                 self._log(self.pending)
             self._cut(**cut)
+        elif timeout:  # the pending entries stay out of the log until they are acted on: a cut
+            self._cut()  # moves the log's entries, and their actions must land on their rows
         self.done = done
         return done or timeout
 
