@@ -35,7 +35,8 @@ RESULTS = Path(__file__).parent / "sweep"
 # family -> size label -> model options
 SIZES = {
     "gpt": {"w8": {"n_embd": 8}, "w16": {"n_embd": 16}, "w32": {"n_embd": 32}, "w48": {"n_embd": 48}},
-    "mlp": {"h48": {"hidden": 48}, "h96": {"hidden": 96}, "h160": {"hidden": 160}, "h240": {"hidden": 240}},
+    "mlp": {"h48": {"hidden": 48}, "h64": {"hidden": 64}, "h96": {"hidden": 96}, "h160": {"hidden": 160},
+            "h240": {"hidden": 240}},  # h64: the default MLP of the earlier comparisons
 }
 DEPTH = {"n_layer": 2}
 ABLATION = {"gpt": "w32", "mlp": "h160"}  # 26,149 and 27,365 parameters on CartPole-v1 at K = 1
@@ -133,6 +134,7 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     solving = rows[0]["stop_at"] is not None
     panels = [("final", "final score, 100 episodes")]
@@ -154,6 +156,11 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
                 ax.scatter([r["x"]] * len(values), values, color=colour, s=8, alpha=0.6)
         ablation = rows[0]["context"] is not None
         ax.set_xscale("log", base=2 if ablation else 10)
+        ticks = sorted({r["x"] for r in rows}) if ablation else [t for t in (1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5)
+                                                                  if min(r["x"] for r in rows) / 2 <= t
+                                                                  <= max(r["x"] for r in rows) * 2]
+        ax.set_xticks(ticks, [f"{t:g}" if ablation else f"{t / 1000:g}k" for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("K: steps of history (GPT context, MLP stack)" if ablation else "parameters")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

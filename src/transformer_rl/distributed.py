@@ -241,8 +241,8 @@ class RankWriter:
 
     def __init__(self, writer: DatasetWriter | None, segments: list[dict[str, Any]]):
         self.writer = writer  # rank 0 only
-        self.segments = segments  # the job's segments opened for this play, one per rank
-        self.segment = writer.manifest["segments"][-world_size() + rank()] if writer else segments[rank()]
+        # this rank's segment (``segments``: the ones just opened, one per rank)
+        self.segment = writer.manifest["segments"][-world_size()] if writer else segments[rank()]
         self.outbox: list[EpisodeBatch] = []
         self.rows = self.episodes = 0
         self.buffered_rows = 0 if writer is None else writer.buffered_rows
