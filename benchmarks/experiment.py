@@ -139,7 +139,8 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
     solving = rows[0]["stop_at"] is not None
     panels = [("final", "final score, 100 episodes")]
     if solving:
-        panels += [("env_steps", "env steps to solve (budget if not)"), ("wall_s", "wall seconds to solve (whole run if not)")]
+        panels += [("env_steps", "env steps to solve (budget if not)"),
+                   ("wall_s", "wall seconds to solve (whole run if not)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
         for family, colour in (("gpt", "tab:blue"), ("mlp", "tab:orange")):
