@@ -91,8 +91,10 @@ def run_one(workload: str, family: str, size: str, seed: int, context: int | Non
     result = {
         "workload": out.parent.name, "env": env, "algo": algo, "family": family, "size": size, "seed": seed,
         "context": context, "model_options": model, "parameters": report["parameters"],
-        "command": " ".join(cmd[1:]), "env_steps": report["env_steps"], "wall_s": report["wall_s"],
-        "solved": report["solved"], "stop_at": report["stop_at"], "best": report["best"],
+        # no machine paths: not where the run went, nor where its best evaluation is recorded
+        "command": " ".join(a for i, a in enumerate(cmd[1:]) if "--root" not in cmd[i:i + 2]),
+        "env_steps": report["env_steps"], "wall_s": report["wall_s"], "solved": report["solved"],
+        "stop_at": report["stop_at"], "best": {k: v for k, v in report["best"].items() if k != "recorded"},
         "final": {k: final_eval[k] for k in ("episodes", "mean_return", "std_return", "min_return", "max_return")},
         "curve": [[r["env_steps"], r["wall_s"], r["eval/mean_return"]] for r in metrics if "eval/mean_return" in r],
     }
