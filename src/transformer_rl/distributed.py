@@ -87,6 +87,15 @@ def share(total: int, what: str) -> int:
     return total // n
 
 
+def share_minibatch(batch: int) -> int:
+    """This rank's part of a minibatch of ``batch`` rows (the rest of a split is dropped; the
+    averaged gradients stand for the whole minibatch): UsageError below one row per rank."""
+    n = world_size()
+    if batch < n:
+        raise UsageError(f"--batch {batch} is less than one row per rank; give at least {n}")
+    return batch // n
+
+
 def rank_seed(seed: int) -> int:
     """A seed of this rank's own (rank 0 keeps the one-process seed)."""
     return seed + rank() * 1_000_003
@@ -245,19 +254,17 @@ class RankWriter:
         self.segment = writer.manifest["segments"][-world_size()] if writer else segments[rank()]
         self.outbox: list[EpisodeBatch] = []
         self.rows = self.episodes = 0
-        self.buffered_rows = 0 if writer is None else writer.buffered_rows
 
     @property
-    def dataset_rows(self) -> int:
-        """Rows in the whole dataset, what is buffered included (rank 0)."""
-        return self.writer.rows if self.writer is not None else 0
+    def buffered_rows(self) -> int:
+        """Rows waiting for rank 0's next shard (the other ranks buffer none: they send)."""
+        return self.writer.buffered_rows if self.writer is not None else 0
 
     def add(self, batch: EpisodeBatch) -> None:
         self.rows += batch.rows
         self.episodes += batch.episodes
         if self.writer is not None:
             self.writer.add(batch)
-            self.buffered_rows = self.writer.buffered_rows
         elif batch.episodes:
             self.outbox.append(batch)
 
@@ -276,7 +283,6 @@ class RankWriter:
             segment["env_steps"] = int(numbers["env_steps"])
             if batch is not None:
                 self.writer.add(batch)
-        self.buffered_rows = self.writer.buffered_rows
 
     def flush(self, wait: bool = True) -> None:
         if self.writer is not None:

@@ -118,9 +118,7 @@ def rank_share(cfg: RunConfig) -> RunConfig:
     if local.steps_per_iteration < local.num_envs:
         raise UsageError(f"--steps-per-iteration {cfg.steps_per_iteration:,} is too few for {n} ranks of "
                          f"{local.num_envs} envs; give at least {cfg.num_envs:,}")
-    if local.learner.batch < n:
-        raise UsageError(f"--batch {local.learner.batch} is less than one row per rank; give at least {n}")
-    local.learner.batch //= n
+    local.learner.batch = distributed.share_minibatch(cfg.learner.batch)
     return local
 
 

@@ -358,7 +358,7 @@ def collect_ranks(
                     episodes=part if cfg.episodes is not None else None)
 
     def job_progress(stats: CollectStats) -> None:  # rank 0 shows the dataset's growth
-        progress(replace(stats, rows=writer.dataset_rows - before[0],
+        progress(replace(stats, rows=writer.writer.rows - before[0],
                          episodes=writer.writer.episodes - before[1]))
 
     collector = Collector(spec, out, local, producer={}, writer=writer,
@@ -377,8 +377,8 @@ def collect_ranks(
         raise
     env_steps, wall = distributed.all_sum([stats.env_steps, stats.wall_s - stats.startup_s])
     if distributed.is_main():
-        rows, episodes = writer.dataset_rows - before[0], writer.writer.episodes - before[1]
+        rows, episodes = writer.writer.rows - before[0], writer.writer.episodes - before[1]
         stats = replace(stats, rows=rows, episodes=episodes, env_steps=int(env_steps),
-                        dataset_rows=writer.dataset_rows, dataset_episodes=writer.writer.episodes,
+                        dataset_rows=writer.writer.rows, dataset_episodes=writer.writer.episodes,
                         wall_s=wall / distributed.world_size() + stats.startup_s)
     return stats

@@ -55,13 +55,7 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
     else:
         model = new_model(spec, model_args, data, seed, model_extras(algo, config, spec, data), where)
     distributed.broadcast_model(model)
-    local = config
-    if distributed.active():
-        if config.batch < distributed.world_size():
-            raise UsageError(f"--batch {config.batch} is less than one row per rank; give at least "
-                             f"{distributed.world_size()}")
-        local = replace(config, batch=config.batch // distributed.world_size())
-    learner = new_learner(algo, model, local)
+    learner = new_learner(algo, model, replace(config, batch=distributed.share_minibatch(config.batch)))
     if init is not None and ckpt.algo == algo:
         learner.load_state_dict(ckpt.learner_state)
     metrics = learner.update(data, seed=distributed.rank_seed(seed), progress=progress)
