@@ -87,6 +87,12 @@ def run_one(workload: str, family: str, size: str, seed: int, context: int | Non
     subprocess.run([trl, "eval", str(run_dir / "checkpoints" / "best"), "--episodes", "100", "--mode", mode,
                     "--seed", "123456789", "--report", str(final)], check=True, stdout=subprocess.DEVNULL)
     final_eval = json.loads(final.read_text())
+    last = run_dir / "checkpoints" / f"iter-{report['iterations']:03d}"  # the run's final checkpoint
+    last_eval = None
+    if last.is_dir():
+        subprocess.run([trl, "eval", str(last), "--episodes", "100", "--mode", mode, "--seed", "123456789",
+                        "--report", str(run_dir / "last-eval.json")], check=True, stdout=subprocess.DEVNULL)
+        last_eval = json.loads((run_dir / "last-eval.json").read_text())
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     result = {
         "workload": out.parent.name, "env": env, "algo": algo, "family": family, "size": size, "seed": seed,
@@ -96,6 +102,8 @@ def run_one(workload: str, family: str, size: str, seed: int, context: int | Non
         "env_steps": report["env_steps"], "wall_s": report["wall_s"], "solved": report["solved"],
         "stop_at": report["stop_at"], "best": {k: v for k, v in report["best"].items() if k != "recorded"},
         "final": {k: final_eval[k] for k in ("episodes", "mean_return", "std_return", "min_return", "max_return")},
+        # the last iteration's checkpoint on the same 100 games (absent from results made before it)
+        "last": None if last_eval is None else {k: last_eval[k] for k in ("episodes", "mean_return", "std_return")},
         "curve": [[r["env_steps"], r["wall_s"], r["eval/mean_return"]] for r in metrics if "eval/mean_return" in r],
     }
     out.parent.mkdir(parents=True, exist_ok=True)

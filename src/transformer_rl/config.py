@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from transformer_rl.envs import resolve
-from transformer_rl.errors import UsageError
-from transformer_rl.models import ModelArgs, resolve_device
+from transformer_rl.errors import DamagedData, UsageError
+from transformer_rl.models import ModelArgs, check_size, resolve_device
 from transformer_rl.settings import ENVS, MAX_SEED, POSITIVE, Algo, Device, EvalMode, Range, check, fill, setting
 from transformer_rl.train import LEARNERS
 
@@ -63,6 +63,7 @@ class RunConfig:
     def validate(self) -> None:
         check(self)
         self.model.validate()
+        check_size(self.model.config(resolve(self.env)))
         resolve_device(self.device)
         if not isinstance(self.learner, LEARNERS[self.algo][0]):
             raise UsageError(f"--algo {self.algo} needs a {LEARNERS[self.algo][0].__name__}")
@@ -73,10 +74,14 @@ class RunConfig:
             raise UsageError(f"--seed {self.seed} is out of range: a run's env streams are seeded from "
                              f"seed * 1000 on; give a seed in [0, {top // 1000:,}]")
         if self.seed_data is not None:
+            from transformer_rl.datasets.checks import validate as validate_dataset
             from transformer_rl.datasets.format import read_manifest
 
             if read_manifest(self.seed_data)["env_id"] != self.env:
                 raise UsageError(f"--seed-data {self.seed_data} holds no {self.env} data; give a dataset of it")
+            report = validate_dataset(self.seed_data, max_problems=1)  # every shard, before anything is written
+            if not report.ok:
+                raise DamagedData(f"--seed-data {self.seed_data}: {report.problems[0]}")
         if self.eval_mode == EvalMode.sample and self.algo == Algo.dqn:
             raise UsageError("--eval-mode sample needs a policy: not with --algo dqn")
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from transformer_rl.errors import UsageError
+from transformer_rl.schema import AnyJSON, Float, Int, List, Map, Obj, Str, problem
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -46,6 +47,14 @@ ATARI_V5 = dict(
 )
 
 
+# an EnvSpec as files record it; ``config`` is checked against `resolve` (EnvSpec.from_json)
+ENV_SCHEMA = Obj({"env_id": Str(), "task": Str(), "obs_shape": List(Int(ge=1), min_len=1),
+                  "obs_dtype": Str(("float32", "uint8")), "num_actions": Int(ge=1), "max_episode_steps": Int(ge=1),
+                  "config": Map(AnyJSON())}, closed=True)
+_SETTINGS = Obj({}, optional={"repeat_action_probability": Float(ge=0, le=1), "frame_skip": Int(),
+                              "max_episode_steps": Int()})
+
+
 @dataclass(frozen=True)
 class EnvSpec:
     """Everything needed to build, describe and re-simulate an environment."""
@@ -72,7 +81,24 @@ class EnvSpec:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> EnvSpec:
+    def from_json(cls, d: Any) -> EnvSpec:
+        """The spec a file recorded, after checking it against ENV_SCHEMA and against what
+        `resolve` builds for its id and settings today (UsageError naming the difference)."""
+        found = problem(ENV_SCHEMA, d, "env") or problem(_SETTINGS, d["config"], "env.config")
+        if found:
+            raise UsageError(found)
+        config = d["config"]
+        ram = d["env_id"].endswith(RAM_SUFFIX)
+        rebuilt = resolve(d["env_id"], sticky=config.get("repeat_action_probability") if ram else None,
+                          frame_skip=config.get("frame_skip") if ram else None,
+                          max_episode_steps=config.get("max_episode_steps")).to_json()
+        differs = [k for k in rebuilt if rebuilt[k] != d[k]]
+        if differs:
+            key = differs[0]
+            unknown = sorted(set(config) - set(rebuilt["config"]))
+            if key == "config" and unknown:
+                raise UsageError(f"env.config has a setting trl does not know ({unknown[0]})")
+            raise UsageError(f"env.{key} is not what trl builds for {d['env_id']}")
         return cls(**{**d, "obs_shape": tuple(d["obs_shape"])})
 
 

@@ -8,3 +8,7 @@ class UsageError(Exception):
 class DamagedData(UsageError):
     """A dataset or checkpoint on disk is not what its metadata says (`trl datasets validate`
     and `verify` report it as a failed check, exit code 1)."""
+
+
+class Busy(UsageError):
+    """Another process is writing the dataset, run directory or checkpoint (it holds the lock)."""

@@ -1,28 +1,102 @@
-"""Replacing files and directories atomically: write beside, fsync, rename.
+"""Writing safely: output paths resolved before they are checked, one writer at a time, and
+files and directories replaced atomically (write beside, fsync, rename).
 
-A reader (or a crash) sees the old version or the new one, never half of either.
+A reader (or a crash) sees the old version or the new one, never half of either; a failed write
+leaves no temporary file behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from transformer_rl.errors import UsageError
+from transformer_rl.errors import Busy, UsageError
+
+LOCK = ".trl-lock"  # inside a dataset, run directory or checkpoint being written (a dot file: readers skip it)
+
+
+def output_path(path: Path | str, option: str) -> Path:
+    """Where an output path really points (``..``, ``.`` and symlinks resolved), so the checks
+    that protect existing data look at the place, not at the spelling; a path ending in ``.`` or
+    ``..`` is refused, since it names a directory that already exists."""
+    text = str(path)
+    if Path(text).name in ("", ".", "..") or text.rstrip("/").endswith(("/.", "/..")) or text in (".", ".."):
+        raise UsageError(f"{option} {text} ends in '.' or '..'; give the directory by its own name")
+    return Path(text).expanduser().resolve()
+
+
+class WriterLock:
+    """An exclusive OS lock (flock) on ``<directory>/.trl-lock``, held by this process: the OS
+    drops it when the process ends, however it ends, so a SIGKILL never leaves a stale lock.
+    The file holds the holder's pid, so that a refused writer can name it, and is removed on
+    release (a reader of the folder never sees it once the writer is done)."""
+
+    def __init__(self, directory: Path, what: str):
+        self.path = Path(directory) / LOCK
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise Busy(f"{directory} is being written by another trl process (pid {holder}): {what} "
+                           "has one writer at a time; wait for it to finish or choose another path") from None
+            try:  # the file may have been released (removed) between our open and our flock
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)  # still holding it: nobody can take this file meanwhile
+            os.close(self.fd)
+            self.fd = -1
+
+
+def lock_dir(directory: Path, what: str) -> WriterLock:
+    """Hold ``directory`` (which exists) for this process, or raise Busy naming the holder."""
+    return WriterLock(directory, what)
+
+
+@contextlib.contextmanager
+def removed_on_failure(path: Path, created: bool) -> Iterator[None]:
+    """If the block fails (an error, Ctrl-C, SIGTERM) and this command ``created`` ``path``,
+    remove it, so that a rerun starts clean."""
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # name the file the error is about
+            e.filename = str(path)
+        raise
     fsync_dir(path.parent)
 
 
@@ -36,11 +110,17 @@ def atomic_write_dir(path: Path, fill: Callable[[Path], None]) -> None:
     tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    fill(tmp)
-    for child in tmp.iterdir():
-        with open(child, "rb") as f:
-            os.fsync(f.fileno())
-    fsync_dir(tmp)
+    try:
+        fill(tmp)
+        for child in tmp.iterdir():
+            with open(child, "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(tmp)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)
+        raise
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
@@ -64,7 +144,7 @@ def fsync_dir(path: Path) -> None:
 def check_output_json(path: Path, kind: str, option: str) -> None:
     """Refuse an output path that trl may not replace: a directory, a missing parent, or an
     existing file that is not an earlier ``kind`` output of trl (its JSON says so)."""
-    path = Path(path)
+    path = output_path(path, option)
     if path.is_dir():
         raise UsageError(f"{option} {path} is a directory; give a file path for the JSON")
     if not path.parent.is_dir():
@@ -79,7 +159,7 @@ def check_output_json(path: Path, kind: str, option: str) -> None:
 def write_output_json(path: Path, obj: dict[str, Any], kind: str, option: str) -> None:
     """Write a JSON output of ``kind`` atomically, after `check_output_json`."""
     check_output_json(path, kind, option)
-    atomic_write_json(path, {"trl_output": kind, **obj})
+    atomic_write_json(output_path(path, option), {"trl_output": kind, **obj})
 
 
 def _is_output(path: Path, kind: str) -> bool:
@@ -98,3 +178,22 @@ def check_creatable(path: Path, option: str) -> None:
         raise UsageError(f"{option} {path}: {ancestor} is a file, not a directory; choose another path")
     if not os.access(ancestor, os.W_OK):
         raise UsageError(f"{option} {path}: {ancestor} is not writable; choose another path")
+
+
+def read_json(path: Path, schema: Any, what: str) -> Any:
+    """A JSON file trl wrote, checked against its declared ``schema`` (see schema.py) before
+    use: DamagedData naming the file and the problem if it is missing, cut off or not that."""
+    from transformer_rl.errors import DamagedData
+    from transformer_rl.schema import problem
+
+    try:
+        value = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DamagedData(f"{path} is missing: a damaged {what}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        reason = " ".join(str(e).split())[:120]
+        raise DamagedData(f"{path} is not valid JSON ({reason}): a damaged {what}") from None
+    found = problem(schema, value)
+    if found:
+        raise DamagedData(f"{path}: {found}: a damaged {what}")
+    return value

@@ -36,7 +36,15 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     if not distributed.is_main():
         log = _quiet
     run_dir = RunDir(cfg)
-    state = run_dir.state = distributed.on_main(run_dir.open, spec, log)
+    run_dir.state = distributed.on_main(run_dir.open, spec, log)
+    try:
+        return _loop(cfg, spec, run_dir, local, device, stop_at, log)
+    finally:
+        run_dir.close()
+
+
+def _loop(cfg: RunConfig, spec, run_dir: RunDir, local: RunConfig, device: torch.device, stop_at, log):
+    state = run_dir.state
     learner = run_dir.resume_learner(spec, device, local.learner)
     if learner is not None:
         distributed.broadcast_model(learner.model)

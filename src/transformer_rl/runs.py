@@ -22,51 +22,92 @@ from transformer_rl.config import RunConfig
 from transformer_rl.datasets.format import is_dataset, read_manifest
 from transformer_rl.datasets.writer import truncate
 from transformer_rl.envs import EnvSpec
-from transformer_rl.errors import UsageError
+from transformer_rl.errors import DamagedData, UsageError
 from transformer_rl.evaluate.evaluate import evaluate
 from transformer_rl.evaluate.plots import plot_runs
-from transformer_rl.files import atomic_write_bytes, atomic_write_dir, atomic_write_json, check_creatable, copy_dir
+from transformer_rl.files import (
+    LOCK,
+    WriterLock,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_creatable,
+    copy_dir,
+    lock_dir,
+    output_path,
+    read_json,
+    removed_on_failure,
+)
+from transformer_rl.schema import AnyJSON, Bool, Float, Int, Map, Obj, Opt, Str, problem
 from transformer_rl.train import checkpoint, new_learner
 from transformer_rl.train.learner import Learner
+
+_BEST = Obj({"iteration": Int(ge=1), "mean_return": Float()})
+STATE_SCHEMA = Obj({"iteration": Int(ge=0), "env_steps": Int(ge=0), "best": Opt(_BEST), "wall_s": Float(ge=0),
+                    "shards": Int(ge=0), "segments": Int(ge=0), "solved": Bool()})
+CONFIG_SCHEMA = Obj({"env": Str(), "algo": Str(), "model": Map(AnyJSON())})
+METRICS_ROW = Obj({"iteration": Int(ge=1)})
+# what a run directory holds while it is being created (a crash there leaves no run yet)
+_CREATING = {LOCK, "config.json", "config.json.tmp", "state.json.tmp"}
 
 
 class RunDir:
     def __init__(self, cfg: RunConfig):
-        self.cfg, self.path = cfg, cfg.root / cfg.name
+        self.cfg, self.path = cfg, output_path(cfg.root / cfg.name, "--root/--name")
         self.data = self.path / "data"
         self.state: dict[str, Any] = {"iteration": 0, "env_steps": 0, "best": None, "wall_s": 0.0,
                                       "shards": 0, "segments": 0, "solved": False}
+        self.lock: WriterLock | None = None
 
     def open(self, spec: EnvSpec, log) -> dict[str, Any]:
         """Create the run directory, or resume the one there (refusing another env, algorithm
-        or model) after rolling back what followed its last committed state; its state."""
+        or model) after rolling back what followed its last committed state; its state. The
+        directory is held (one writer) until ``close``."""
         state_path = self.path / "state.json"
         if state_path.is_file():
-            saved = json.loads((self.path / "config.json").read_text())
-            mine = self.cfg.to_json()
-            if isinstance(saved.get("model"), dict):  # settings added since the run began keep their defaults
-                saved["model"] = {**mine["model"], **saved["model"]}
-            for key in ("env", "algo", "model"):
-                if saved[key] != mine[key]:
-                    raise UsageError(f"{self.path} is a run with {_differences(saved, mine, key)}; rerun it "
-                                     "with its options or choose another --name")
-            self.state = json.loads(state_path.read_text())
+            self._check_resumable()
+            self.lock = lock_dir(self.path, "a run directory")
+            self.state = self._check_resumable()  # again, now that no other writer can change it
             self._rollback()
             if self.state["iteration"]:
                 log(f"resuming {self.path} after iteration {self.state['iteration']}")
-        elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            return self.state
+        if self.path.exists() and (not self.path.is_dir() or set(p.name for p in self.path.iterdir()) - _CREATING):
             raise UsageError(f"{self.path} exists but holds no run state; choose another --name")
-        else:
-            check_creatable(self.path, "--root/--name")
-            if self.cfg.init is not None:  # a bad --init is refused before anything is written
-                self._init_checkpoint(spec)
-
-            def fill(tmp: Path) -> None:
-                (tmp / "config.json").write_text(json.dumps(self.cfg.to_json(), indent=1) + "\n")
-                (tmp / "state.json").write_text(json.dumps(self.state, indent=1) + "\n")
-
-            atomic_write_dir(self.path, fill)
+        check_creatable(self.path, "--root/--name")
+        if self.cfg.init is not None:  # a bad --init is refused before anything is written
+            self._init_checkpoint(spec)
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock = lock_dir(self.path, "a run directory")
+        with removed_on_failure(self.path, created):
+            atomic_write_json(self.path / "config.json", self.cfg.to_json())
+            atomic_write_json(state_path, self.state)  # last: from now on this is a run
         return self.state
+
+    def _check_resumable(self) -> dict[str, Any]:
+        """The run's state, after checking its files (read only) and that this command is its."""
+        saved = read_json(self.path / "config.json", CONFIG_SCHEMA, "run directory")
+        mine = self.cfg.to_json()
+        saved["model"] = {**mine["model"], **saved["model"]}  # settings added since the run began keep defaults
+        for key in ("env", "algo", "model"):
+            if saved[key] != mine[key]:
+                raise UsageError(f"{self.path} is a run with {_differences(saved, mine, key)}; rerun it "
+                                 "with its options or choose another --name")
+        state_path = self.path / "state.json"
+        state = read_json(state_path, STATE_SCHEMA, "run directory")
+        best = state["best"]
+        if best is not None and (best["iteration"] > state["iteration"]
+                                 or not self.checkpoint(best["iteration"]).is_dir()):
+            raise DamagedData(f"{state_path} names best iteration {best['iteration']}, whose checkpoint is "
+                              "not there; the run directory is damaged")
+        if (self.path / "metrics.jsonl").exists():
+            read_metrics(self.path / "metrics.jsonl")
+        return state
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _rollback(self) -> None:
         state = self.state
@@ -76,9 +117,8 @@ class RunDir:
             shutil.rmtree(self.data)
         metrics = self.path / "metrics.jsonl"
         if metrics.exists():
-            rows = [line for line in metrics.read_text().splitlines()
-                    if line.strip() and json.loads(line)["iteration"] <= state["iteration"]]
-            atomic_write_bytes(metrics, "".join(line + "\n" for line in rows).encode())
+            rows = [line for line in read_metrics(metrics) if line["iteration"] <= state["iteration"]]
+            atomic_write_bytes(metrics, "".join(json.dumps(row) + "\n" for row in rows).encode())
         best = self.path / "checkpoints" / "best"
         if state["best"] is not None:  # `best` may hold a rolled-back iteration's checkpoint
             copy_dir(self.checkpoint(state["best"]["iteration"]), best)
@@ -161,3 +201,25 @@ def _differences(saved: dict[str, Any], mine: dict[str, Any], key: str) -> str:
         return f"{key} {saved[key]}, not {mine[key]}"
     return ", ".join(f"--{k.replace('_', '-')} {v}, not {mine[key].get(k)}"
                      for k, v in saved[key].items() if mine[key].get(k) != v)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl; a cut-off last line (a crash while appending it) is
+    dropped, any other line that is not a metrics row is named as damage."""
+    text = path.read_text(errors="replace")
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines = lines[:-1]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        found = "not a JSON object" if row is None else problem(METRICS_ROW, row)
+        if found:
+            raise DamagedData(f"{path} line {number}: {found}; the run directory is damaged")
+        rows.append(row)
+    return rows

@@ -17,7 +17,7 @@ from transformer_rl.cli.options import with_settings
 from transformer_rl.config import PRESETS, RunConfig
 from transformer_rl.errors import UsageError
 from transformer_rl.models import ModelArgs
-from transformer_rl.settings import POSITIVE, Algo, Device, EvalMode, check_value, fill
+from transformer_rl.settings import Algo, Device, EvalMode, Range, check_value, fill
 from transformer_rl.train import LEARNERS
 
 app = base_app()
@@ -173,8 +173,8 @@ def bench(
     from transformer_rl.files import check_output_json, write_output_json
 
     sizes = parse_num_envs(num_envs)
-    check_value("seconds", seconds, POSITIVE)
-    check_value("rounds", rounds, POSITIVE)
+    check_value("seconds", seconds, Range(ge=0.01, le=3600))
+    check_value("rounds", rounds, Range(ge=1, le=1000))
     if json_path is not None:
         check_output_json(json_path, "bench", "--json")
     rows = run_bench(env, sizes, include_async=async_, seconds=seconds, rounds=rounds)

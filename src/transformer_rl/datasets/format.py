@@ -14,11 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from transformer_rl.envs import EnvSpec
 from transformer_rl.errors import DamagedData, UsageError
 from transformer_rl.files import atomic_write_json
+from transformer_rl.schema import AnyJSON, Const, Int, List, Obj, Str, problem
+from transformer_rl.settings import MAX_SEED
 
 FORMAT = "trl-dataset"
 FORMAT_VERSION = 1
@@ -74,7 +78,7 @@ def is_dataset(root: Path) -> bool:
 
 def read_manifest(root: Path) -> dict[str, Any]:
     """The manifest of the dataset at ``root``: UsageError if there is no dataset there,
-    DamagedData if its manifest is unreadable or lacks what readers need."""
+    DamagedData if its manifest is unreadable or not what MANIFEST_SCHEMA declares."""
     root = Path(root)
     if not root.exists():
         raise UsageError(f"no dataset at {root}: the directory does not exist")
@@ -85,58 +89,133 @@ def read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     try:
         manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DamagedData(f"{path} is not valid JSON ({e}); the dataset is damaged") from e
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise DamagedData(f"{path} is not valid JSON ({' '.join(str(e).split())}); the dataset is damaged") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DamagedData(f"{path} is not a trl dataset manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise UsageError(
-            f"{root} has format version {manifest.get('format_version')}; "
-            f"this trl reads version {FORMAT_VERSION}"
-        )
-    problem = _structure_problem(manifest)
+    version = manifest.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version != FORMAT_VERSION:
+        raise UsageError(f"{root} has format version {version}; this trl reads version {FORMAT_VERSION}")
+    problem = manifest_problem(manifest)
     if problem:
         raise DamagedData(f"{path} is damaged: {problem}")
     return manifest
 
 
-_INT, _STR, _DICT, _LIST = (int,), (str,), (dict,), (list,)
-_MANIFEST_KEYS = {"env_id": _STR, "env": _DICT, "observation": _DICT, "action": _DICT, "seed": _INT,
-                  "segments": _LIST, "shards": _LIST}
-_ENV_KEYS = {"env_id": _STR, "task": _STR, "obs_shape": _LIST, "obs_dtype": _STR, "num_actions": _INT,
-             "max_episode_steps": _INT, "config": _DICT}
-_SEGMENT_KEYS = {"env_index_offset": _INT, "seed": _INT, "num_envs": _INT, "batch_size": _INT,
-                 "env_steps": _INT}
-_SHARD_KEYS = {"file": _STR, "rows": _INT, "episodes": _INT, "first_episode_id": _INT, "bytes": _INT,
-               "sha256": _STR}
+_SEGMENT = Obj({"env_index_offset": Int(ge=0), "seed": Int(ge=0, le=MAX_SEED), "num_envs": Int(ge=1),
+                "batch_size": Int(ge=1), "env_steps": Int(ge=0)},
+               optional={"producer": AnyJSON(), "started": Str()})
+_SHARD = Obj({"file": Str(), "rows": Int(ge=1), "episodes": Int(ge=1), "first_episode_id": Int(ge=0),
+              "bytes": Int(ge=1), "sha256": Str()}, optional={"segment": Int(ge=0)})
+MANIFEST_SCHEMA = Obj({
+    "format": Const(FORMAT), "format_version": Const(FORMAT_VERSION), "env_id": Str(), "env": AnyJSON(),
+    "observation": Obj({"shape": List(Int(ge=1), min_len=1), "dtype": Str(tuple(OBS_TYPES))}),
+    "action": Obj({"type": Const("discrete"), "n": Int(ge=1)}),
+    "seed": Int(ge=0, le=MAX_SEED), "segments": List(_SEGMENT), "shards": List(_SHARD),
+})
 
 
-def _structure_problem(manifest: dict[str, Any]) -> str | None:
-    """What a manifest lacks that readers rely on, or None."""
-    checks = [("", manifest, _MANIFEST_KEYS)]
-    if isinstance(manifest.get("env"), dict):
-        checks.append(("env.", manifest["env"], _ENV_KEYS))
-    for name, items, keys in (("segments", manifest.get("segments"), _SEGMENT_KEYS),
-                              ("shards", manifest.get("shards"), _SHARD_KEYS)):
-        for i, item in enumerate(items if isinstance(items, list) else []):
-            if not isinstance(item, dict):
-                return f"{name}[{i}] is not an object"
-            checks.append((f"{name}[{i}].", item, keys))
-    for where, obj, keys in checks:
-        for key, types in keys.items():
-            if key not in obj:
-                return f"missing key {where}{key}"
-            if not isinstance(obj[key], types) or (types is _INT and isinstance(obj[key], bool)):
-                return f"{where}{key} is not a {types[0].__name__}"
-    env = manifest["env"]
-    if env["obs_dtype"] not in OBS_TYPES or not all(isinstance(d, int) and d > 0 for d in env["obs_shape"]):
-        return "env.obs_shape or env.obs_dtype is invalid"
-    if env["env_id"] != manifest["env_id"]:
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a manifest (its declared structure, then how its parts agree), or None."""
+    found = problem(MANIFEST_SCHEMA, manifest)
+    if found:
+        return found
+    try:
+        spec = EnvSpec.from_json(manifest["env"])
+    except UsageError as e:
+        return str(e)
+    if spec.env_id != manifest["env_id"]:
         return "env_id differs from env.env_id"
+    if (manifest["observation"] != {"shape": list(spec.obs_shape), "dtype": spec.obs_dtype}
+            or manifest["action"]["n"] != spec.num_actions):
+        return f"observation or action space differs from what env {spec.env_id} has"
+    offset = 0
+    for i, segment in enumerate(manifest["segments"]):
+        if segment["env_index_offset"] != offset or segment["seed"] != manifest["seed"] + offset:
+            return f"segments[{i}] does not continue the env streams before it (offset {offset})"
+        if segment["seed"] + segment["num_envs"] - 1 > MAX_SEED:
+            return f"segments[{i}] seeds env streams beyond {MAX_SEED:,}"
+        offset += segment["num_envs"]
+    next_id = 0
     for i, shard in enumerate(manifest["shards"]):
         if shard["file"] != shard_name(i):  # never a path out of the dataset
             return f"shards[{i}].file should be {shard_name(i)}, not {shard['file']!r}"
+        if shard["first_episode_id"] != next_id or shard["rows"] < shard["episodes"]:
+            return f"shards[{i}] does not continue the episodes before it (first id {next_id})"
+        if shard.get("segment", 0) >= max(1, len(manifest["segments"])):
+            return f"shards[{i}].segment names no segment"
+        next_id += shard["episodes"]
     return None
+
+
+def table_problems(table: pa.Table, shard: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    """What is wrong with a listed shard's rows against the manifest (its schema, row count,
+    episode ids, steps, end flags, final observations, action and env ranges), each starting
+    with ": " or " episode N: " to follow the shard's name; empty if nothing is."""
+    obs = manifest["observation"]
+    schema = arrow_schema(int(np.prod(obs["shape"])), obs["dtype"], manifest["env_id"])
+    if not table.schema.equals(schema, check_metadata=False):
+        theirs = {f.name: f for f in table.schema}
+        wrong = [f.name for f in schema if f.name not in theirs or not theirs[f.name].equals(f)] or sorted(set(theirs) - set(schema.names))
+        expected = schema.field(wrong[0]).type if wrong[0] in schema.names else "not in the format"
+        return [f": column {wrong[0]} is not the format's ({expected})"]
+    if table.num_rows != shard["rows"]:
+        return [f": {table.num_rows} rows, manifest says {shard['rows']}"]
+    return _row_problems("", table, shard["first_episode_id"], shard, manifest["action"]["n"],
+                         sum(s["num_envs"] for s in manifest["segments"]))
+
+
+def _row_problems(name, table, first_id, shard, n_actions, n_streams) -> list[str]:
+    ids = table["episode_id"].to_numpy()
+    if len(ids) == 0:
+        return [f"{name}: empty shard"]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(ids)) + 1])
+    run_ids = ids[starts]
+    expected = first_id + np.arange(shard["episodes"])
+    if len(run_ids) != len(expected) or not np.array_equal(run_ids, expected):
+        bad = _first_diff(run_ids, expected)
+        return [f"{name} episode {bad}: episode ids not contiguous from {first_id} in order"]
+    lengths = np.diff(np.concatenate([starts, [len(ids)]]))
+    step = table["step"].to_numpy()
+    expected_step = np.arange(len(ids)) - np.repeat(starts, lengths)
+    problems = []
+    if not np.array_equal(step, expected_step):
+        row = int(np.flatnonzero(step != expected_step)[0])
+        problems.append(f"{name} episode {ids[row]}: steps out of order at row {row}")
+    last = np.zeros(len(ids), bool)
+    last[starts + lengths - 1] = True
+    term = table["terminated"].to_numpy(zero_copy_only=False)
+    trunc = table["truncated"].to_numpy(zero_copy_only=False)
+    ends = term.astype(int) + trunc.astype(int)
+    wrong = (ends != last.astype(int))
+    if wrong.any():
+        row = int(np.flatnonzero(wrong)[0])
+        problems.append(f"{name} episode {ids[row]}: needs exactly one end flag, on its last row only")
+    has_final = table["final_obs"].is_valid().to_numpy(zero_copy_only=False)
+    if not np.array_equal(has_final, last):
+        row = int(np.flatnonzero(has_final != last)[0])
+        problems.append(f"{name} episode {ids[row]}: final_obs must be set on last rows only")
+    action = table["action"].to_numpy()
+    if ((action < 0) | (action >= n_actions)).any():
+        row = int(np.flatnonzero((action < 0) | (action >= n_actions))[0])
+        problems.append(f"{name} episode {ids[row]}: action {action[row]} outside 0..{n_actions - 1}")
+    reward = table["reward"].to_numpy()
+    if not np.isfinite(reward).all():
+        row = int(np.flatnonzero(~np.isfinite(reward))[0])
+        problems.append(f"{name} episode {ids[row]}: reward {reward[row]} is not a finite number")
+    env_index = table["env_index"].to_numpy()
+    if ((env_index < 0) | (env_index >= n_streams)).any():
+        problems.append(f"{name}: env_index outside the manifest's {n_streams} streams")
+    per_episode = env_index[starts]
+    if not np.array_equal(np.repeat(per_episode, lengths), env_index):
+        problems.append(f"{name}: env_index changes inside an episode")
+    return problems
+
+
+def _first_diff(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(a[:n] != b[:n])
+    return int(a[diff[0]]) if len(diff) else int(a[n - 1] if n else -1)
 
 
 def new_manifest(spec_json: dict[str, Any], seed: int, envpool_version: str) -> dict[str, Any]:
@@ -180,9 +259,11 @@ def _damaged(path: Path, problem: str, root: Path) -> DamagedData:
                        f"(`trl datasets validate {root}` lists every problem)")
 
 
-def read_shard(root: Path, shard: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
-    """A listed shard as a table, after checking its size and checksum against the manifest;
-    DamagedData naming the file if it is missing, changed or unreadable."""
+def read_shard(root: Path, shard: dict[str, Any], manifest: dict[str, Any],
+               columns: list[str] | None = None) -> pa.Table:
+    """A listed shard as a table, after checking its size and checksum against the manifest and
+    its rows against the manifest's schema (`table_problems`); DamagedData naming the file if it
+    is missing, changed, unreadable or not what the manifest describes."""
     path = Path(root) / shard["file"]
     try:
         data = path.read_bytes()
@@ -192,9 +273,13 @@ def read_shard(root: Path, shard: dict[str, Any], columns: list[str] | None = No
     if problem:
         raise _damaged(path, problem, root)
     try:
-        return pq.read_table(pa.BufferReader(data), columns=columns)
+        table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as e:
         raise _damaged(path, f"unreadable Parquet ({' '.join(str(e).split())})", root) from e
+    problems = table_problems(table, shard, manifest)
+    if problems:
+        raise _damaged(path, problems[0].lstrip(": "), root)
+    return table.select(columns) if columns is not None else table
 
 
 def check_shards(root: Path, manifest: dict[str, Any]) -> None:

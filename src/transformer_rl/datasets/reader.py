@@ -117,7 +117,7 @@ def load(root: Path, shards: list[int] | None = None, newest_rows: int | None = 
             chosen.insert(0, i)
             total += listed[i]["rows"]
     dim = int(np.prod(manifest["observation"]["shape"]))
-    tables = [read_shard(root, listed[i]) for i in chosen]
+    tables = [read_shard(root, listed[i], manifest) for i in chosen]
     if not tables:
         from transformer_rl.datasets.format import arrow_schema
 

@@ -16,7 +16,7 @@ def summarize(root: Path) -> dict[str, Any]:
     rows, episodes = totals(m)
     returns, lengths = [], []
     for shard in m["shards"]:
-        t = read_shard(root, shard, columns=["episode_id", "reward"])
+        t = read_shard(root, shard, m, columns=["episode_id", "reward"])
         ids = t["episode_id"].to_numpy()
         if not len(ids):
             continue

@@ -7,6 +7,7 @@ lists only complete shards; files it does not list are leftovers that `open_for_
 
 from __future__ import annotations
 
+import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -31,7 +32,7 @@ from transformer_rl.datasets.format import (
 )
 from transformer_rl.envs import EnvSpec, envpool_version
 from transformer_rl.errors import UsageError
-from transformer_rl.files import atomic_write_bytes, check_creatable
+from transformer_rl.files import LOCK, WriterLock, atomic_write_bytes, check_creatable, lock_dir, output_path
 from transformer_rl.settings import check_seed
 
 
@@ -126,8 +127,10 @@ class DatasetWriter:
     Use as a context manager, or call ``close``.
     """
 
-    def __init__(self, root: Path, manifest: dict[str, Any], spec: EnvSpec, shard_rows: int):
+    def __init__(self, root: Path, manifest: dict[str, Any], spec: EnvSpec, shard_rows: int, *,
+                 lock: WriterLock, created: bool):
         self.root, self.manifest, self.spec, self.shard_rows = root, manifest, spec, shard_rows
+        self.lock, self.created = lock, created  # held until close/abandon; this call made the dataset
         self.schema = arrow_schema(spec.obs_dim, spec.obs_dtype, spec.env_id)
         # zstd shrinks RAM bytes 29x (lz4: 16x); on float observations it saves ~10% over lz4
         # at 2.7x its CPU time, which a fast collector shares with EnvPool's threads
@@ -195,15 +198,24 @@ class DatasetWriter:
     def close(self) -> None:
         try:
             self.flush(wait=True)
-        finally:
-            self._pool.shutdown(wait=True)
+        except BaseException:
+            self.abandon()
+            raise
+        self._pool.shutdown(wait=True)
+        self.lock.release()
 
     def __enter__(self) -> DatasetWriter:
         return self
 
     def abandon(self) -> None:
-        """Stop without writing what is buffered (after an error: the dataset stays as listed)."""
-        self._pool.shutdown(wait=True)
+        """Stop without writing what is buffered (after an error: the dataset stays as listed;
+        one this call created that lists no shard yet is removed, so that a rerun starts clean)."""
+        try:
+            self._pool.shutdown(wait=True)
+            if self.created and not self.manifest["shards"]:
+                shutil.rmtree(self.root, ignore_errors=True)
+        finally:
+            self.lock.release()
 
     def __exit__(self, exc_type, *_) -> None:
         if exc_type is None or exc_type is KeyboardInterrupt:
@@ -230,7 +242,52 @@ def open_for_append(
     fresh pool whose env streams get indices after all earlier ones, so every episode keeps a
     unique, re-simulable stream (seed + env_index).
     """
-    root = Path(root)
+    root = output_path(root, "--out")
+    _check_target(root, spec, append)  # before anything is written
+    created = not root.exists()
+    if created:
+        check_creatable(root, "--out")
+        try:
+            root.mkdir(parents=True)
+        except FileExistsError:  # another writer made it just now: the lock below decides
+            created = False
+        except OSError as e:
+            raise UsageError(f"--out {root}: cannot create the directory ({e.strerror})") from e
+    lock = lock_dir(root, "a dataset")
+    try:
+        _check_target(root, spec, append)  # again, now that no other writer can change it
+        if is_dataset(root):
+            manifest = read_manifest(root)
+            _remove_unlisted(root, manifest)
+        else:
+            manifest = new_manifest(spec.to_json(), seed, envpool_version())
+        offset = sum(s["num_envs"] for s in manifest["segments"])
+        check_seed(manifest["seed"] + offset, num_envs * ranks, "--seed")  # resumes use new streams after the old
+        for _ in range(ranks):
+            manifest["segments"].append(
+                {
+                    "env_index_offset": offset,
+                    "seed": manifest["seed"] + offset,
+                    "num_envs": num_envs,
+                    "batch_size": batch_size,
+                    "env_steps": 0,
+                    "producer": producer,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+            )
+            offset += num_envs
+        write_manifest(root, manifest)
+    except BaseException:
+        lock.release()
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+    return DatasetWriter(root, manifest, spec, shard_rows, lock=lock, created=created)
+
+
+def _check_target(root: Path, spec: EnvSpec, append: bool) -> None:
+    """``root`` can take this collection: a dataset of the same env to append to (``append``),
+    or nothing yet (an empty directory, or a path that can be created)."""
     if root.exists() and not root.is_dir():
         raise UsageError(f"--out {root} is a file; give a directory for the dataset")
     if root.exists() and is_dataset(root):
@@ -241,33 +298,8 @@ def open_for_append(
         manifest = read_manifest(root)
         check_compatible(manifest, spec, root)
         check_shards(root, manifest)
-        _remove_unlisted(root, manifest)
-    elif root.exists() and any(root.iterdir()):
+    elif root.exists() and any(p.name != LOCK for p in root.iterdir()):
         raise UsageError(f"--out {root} is a non-empty directory that is not a dataset; choose another")
-    else:
-        check_creatable(root, "--out")
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UsageError(f"--out {root}: cannot create the directory ({e.strerror})") from e
-        manifest = new_manifest(spec.to_json(), seed, envpool_version())
-    offset = sum(s["num_envs"] for s in manifest["segments"])
-    check_seed(manifest["seed"] + offset, num_envs * ranks, "--seed")  # resumes use new streams after the old
-    for _ in range(ranks):
-        manifest["segments"].append(
-            {
-                "env_index_offset": offset,
-                "seed": manifest["seed"] + offset,
-                "num_envs": num_envs,
-                "batch_size": batch_size,
-                "env_steps": 0,
-                "producer": producer,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-        )
-        offset += num_envs
-    write_manifest(root, manifest)
-    return DatasetWriter(root, manifest, spec, shard_rows)
 
 
 def check_compatible(manifest: dict[str, Any], spec: EnvSpec, root: Path) -> None:

@@ -19,9 +19,10 @@ import numpy as np
 from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.collect.rollout import CollectConfig, collect
 from transformer_rl.datasets.reader import load
+from transformer_rl.datasets.writer import open_for_append
 from transformer_rl.envs import EnvSpec, make_pool
 from transformer_rl.errors import UsageError
-from transformer_rl.files import atomic_write_bytes
+from transformer_rl.files import atomic_write_bytes, output_path, removed_on_failure
 from transformer_rl.settings import ENVS, EvalMode, check_seed, check_value
 
 
@@ -50,24 +51,29 @@ def evaluate(
         check_value("target_return", target_return, None)
     check_value("episodes", episodes, ENVS)
     check_seed(seed, episodes)
-    if record is not None and Path(record).exists():
+    out = output_path(record, "--record") if record is not None else None
+    if out is not None and out.exists():
         raise UsageError(f"--record {record} already exists; choose a new directory")
     if gif is not None:
-        check_gif(Path(gif), spec)
+        gif = output_path(gif, "--gif")
+        check_gif(gif, spec)
     policy = ModelPolicy(model, episodes, mode, algo=algo, seed=seed, describe=producer,
                          target_return=target_return or 0.0)
     cfg = CollectConfig(episodes_per_env=1, num_envs=episodes, seed=seed)
     tmp = None
-    out = Path(record) if record is not None else None
     if out is None:
         tmp = Path(tempfile.mkdtemp(prefix="trl-eval-"))
         out = tmp / "episodes"
     start = time.perf_counter()
     try:
-        stats = collect(spec, out, policy, cfg)
-        wall = time.perf_counter() - start
-        if gif is not None:
-            write_gif(out, spec, Path(gif))
+        writer = open_for_append(out, spec, seed=seed, num_envs=episodes, batch_size=episodes,
+                                 producer=policy.describe(), shard_rows=cfg.shard_rows, append=False)
+        # a recording is all the episodes or nothing: a failure or a signal removes it
+        with removed_on_failure(out, writer.created):
+            stats = collect(spec, out, policy, cfg, writer=writer)
+            wall = time.perf_counter() - start
+            if gif is not None:
+                write_gif(out, spec, gif)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from transformer_rl.envs import EnvSpec
 
 __all__ = ["GPT", "GPTConfig", "MLP", "MLPConfig", "ModelArgs", "ModelOutput", "autocast", "build_model",
-           "model_config_dict", "new_model", "resolve_device"]
+           "check_size", "model_config_dict", "new_model", "resolve_device"]
 
 
 class RamNorm(Choice):
@@ -110,16 +110,42 @@ def autocast(device: torch.device):
 def configure_torch() -> None:
     """One intra-op thread unless TRL_TORCH_THREADS says otherwise: these models are small, and
     torch's spinning worker threads fight EnvPool's for the cores (seen: 3 ms per tiny op)."""
-    torch.set_num_threads(int(os.environ.get("TRL_TORCH_THREADS", "1")))
+    torch.set_num_threads(torch_threads())
+
+
+def torch_threads() -> int:
+    text = os.environ.get("TRL_TORCH_THREADS", "1")
+    if not text.strip().isdigit() or not 1 <= int(text) <= 1024:
+        raise UsageError(f"TRL_TORCH_THREADS={text!r} is not a number of threads: give an integer in [1, 1024] "
+                         "or unset it")
+    return int(text)
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
     configure_torch()
+    cls, config_cls = _classes(config)
+    check_size(config)
+    return cls(config_cls(**config))
+
+
+def check_size(config: dict[str, Any]) -> None:
+    """Refuse, before anything is allocated or written, a model whose weights, gradients and
+    Adam moments would not fit in half this machine's memory (counted on torch's meta device)."""
+    cls, config_cls = _classes(config)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the real init draws the same numbers
+        count = sum(p.numel() for p in cls(config_cls(**config)).parameters())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if count * 16 > memory // 2:
+        raise UsageError(f"a {config['model']} of {count:,} parameters needs {count * 16 / 2**30:,.0f} GiB to "
+                         f"train, more than half of this machine's {memory / 2**30:,.0f} GiB; choose a smaller model")
+
+
+def _classes(config: dict[str, Any]) -> tuple[type[nn.Module], type]:
     kind = config.get("model")
     if kind == "gpt":
-        return GPT(GPTConfig(**config))
+        return GPT, GPTConfig
     if kind == "mlp":
-        return MLP(MLPConfig(**config))
+        return MLP, MLPConfig
     raise UsageError(f"unknown model {kind!r}: use gpt or mlp")
 
 

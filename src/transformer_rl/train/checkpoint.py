@@ -18,8 +18,9 @@ from safetensors.torch import load_file, save_file
 
 from transformer_rl.envs import EnvSpec
 from transformer_rl.errors import DamagedData, UsageError
-from transformer_rl.files import atomic_write_dir
+from transformer_rl.files import atomic_write_dir, read_json
 from transformer_rl.models import build_model, model_config_dict
+from transformer_rl.schema import AnyJSON, Const, Float, Int, List, Map, Obj, Str
 from transformer_rl.settings import Algo
 
 CHECKPOINT_VERSION = 1
@@ -83,10 +84,13 @@ def load(path: Path, *, spec: EnvSpec | None = None, optimizer: bool = True,
     path = Path(path)
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise UsageError(f"{path} is not a trl checkpoint (needs config.json and model.safetensors)")
+    meta = read_json(path / "config.json", CONFIG_SCHEMA, "checkpoint")
     try:
-        meta = json.loads((path / "config.json").read_text())
         ckpt_spec = EnvSpec.from_json(meta["env"])
         algo = Algo(meta["algo"])
+        if (meta["model"].get("obs_dim"), meta["model"].get("num_actions")) != (ckpt_spec.obs_dim,
+                                                                                ckpt_spec.num_actions):
+            raise ValueError("the model's obs_dim or num_actions is not its env's")
         model = build_model(meta["model"])
         state = load_file(path / "model.safetensors")
     except (ValueError, KeyError, TypeError, AssertionError, RuntimeError, SafetensorError, UsageError) as e:
@@ -107,12 +111,14 @@ def load(path: Path, *, spec: EnvSpec | None = None, optimizer: bool = True,
                           f"unexpected {unexpected[:3]}); the checkpoint is damaged")
     optimizer_state = None
     if optimizer and (path / "optimizer.safetensors").is_file() and (path / "optimizer.json").is_file():
+        groups = read_json(path / "optimizer.json", OPTIMIZER_SCHEMA, "checkpoint")
         try:
-            optimizer_state = _unflatten_optimizer(load_file(path / "optimizer.safetensors"),
-                                                   json.loads((path / "optimizer.json").read_text()))
+            optimizer_state = _unflatten_optimizer(load_file(path / "optimizer.safetensors"), groups,
+                                                   list(model.parameters()))
         except (ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
-            raise DamagedData(f"{path}: unreadable optimizer state ({type(e).__name__}); the checkpoint "
-                              "is damaged (its model still loads with `trl eval`)") from None
+            raise DamagedData(f"{path}: unreadable optimizer state ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:120]}); the checkpoint is damaged (its model still "
+                              "loads with `trl eval`)") from None
     return Checkpoint(model.to(device), ckpt_spec, algo, meta, {"updates": 0, **meta.get("counters", {}),
                                                      "optimizer": optimizer_state})
 
@@ -128,9 +134,29 @@ def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tens
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                         params: list[torch.nn.Parameter]) -> dict[str, Any]:
+    """The optimizer's state dict, after checking that it is one for ``params`` (the model's,
+    in order: every learner optimises ``model.parameters()``), so that loading it cannot fail."""
+    ids = [i for group in meta["param_groups"] for i in group["params"]]
+    if sorted(ids) != list(range(len(params))):
+        raise ValueError(f"optimizer.json lists {len(ids)} parameters, the model has {len(params)}")
     state: dict[int, dict[str, Any]] = {}
     for key, value in [*tensors.items(), *meta["scalars"].items()]:
         pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
+        pid = int(pid)
+        if pid not in range(len(params)):
+            raise ValueError(f"optimizer state for parameter {pid}, which the model does not have")
+        if torch.is_tensor(value) and value.dim() and value.shape != params[pid].shape:
+            raise ValueError(f"optimizer {name} of parameter {pid} has shape {list(value.shape)}, "
+                             f"the parameter {list(params[pid].shape)}")
+        state.setdefault(pid, {})[name] = value
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+CONFIG_SCHEMA = Obj({"algo": Str(tuple(a.value for a in Algo)), "model": Map(AnyJSON()), "env": AnyJSON()},
+                    optional={"checkpoint_version": Const(CHECKPOINT_VERSION), "train_config": AnyJSON(),
+                              "counters": Obj({}, optional={"updates": Int(ge=0), "iteration": Int(ge=0),
+                                                            "env_steps": Int(ge=0), "best_return": Float()})})
+OPTIMIZER_SCHEMA = Obj({"param_groups": List(Obj({"params": List(Int(ge=0))}), min_len=1),
+                        "scalars": Map(AnyJSON())})

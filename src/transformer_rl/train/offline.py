@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,8 @@ from transformer_rl.datasets.format import read_manifest
 from transformer_rl.datasets.reader import load
 from transformer_rl.envs import EnvSpec
 from transformer_rl.errors import UsageError
-from transformer_rl.files import check_creatable
-from transformer_rl.models import ModelArgs, new_model, resolve_device
+from transformer_rl.files import LOCK, WriterLock, check_creatable, lock_dir, output_path
+from transformer_rl.models import ModelArgs, check_size, new_model, resolve_device
 from transformer_rl.settings import Algo, check
 from transformer_rl.train import LEARNERS, checkpoint, model_extras, new_learner
 from transformer_rl.train.learner import Progress
@@ -34,11 +35,13 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
     check(config)
     model_args = model_args or ModelArgs()
     model_args.validate()
-    out = Path(out)
+    out = output_path(out, "--out")
     where = resolve_device(device)
     distributed.init(where.type)
     distributed.on_main(_check_out, out, overwrite)
     spec = EnvSpec.from_json(read_manifest(data_dir)["env"])
+    if init is None:
+        check_size(model_args.config(spec))
     data = load(data_dir, newest_rows=config.replay_rows)
     if len(data) == 0:
         raise UsageError(f"{data_dir} holds no transitions; collect some first")
@@ -52,23 +55,50 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
     if init is not None:
         ckpt = checkpoint.load(init, spec=spec, device=where)
         model, counters = ckpt.model, dict(ckpt.meta.get("counters", {}))
-    else:
-        model = new_model(spec, model_args, data, seed, model_extras(algo, config, spec, data), where)
-    distributed.broadcast_model(model)
-    learner = new_learner(algo, model, replace(config, batch=distributed.share_minibatch(config.batch)))
-    if init is not None and ckpt.algo == algo:
-        learner.load_state_dict(ckpt.learner_state)
-    metrics = learner.update(data, seed=distributed.rank_seed(seed), progress=progress)
-    distributed.on_main(lambda: checkpoint.save(
-        out, model, spec, algo, learner_state=learner.state_dict(), counters=counters,
-        train_config={str(algo): config, "data": str(data_dir), "seed": seed}))
+    claim = distributed.on_main(_claim_out, out, overwrite)  # held while training, then written
+    try:
+        if init is None:
+            model = new_model(spec, model_args, data, seed, model_extras(algo, config, spec, data), where)
+        distributed.broadcast_model(model)
+        learner = new_learner(algo, model, replace(config, batch=distributed.share_minibatch(config.batch)))
+        if init is not None and ckpt.algo == algo:
+            learner.load_state_dict(ckpt.learner_state)
+        metrics = learner.update(data, seed=distributed.rank_seed(seed), progress=progress)
+        distributed.on_main(lambda: checkpoint.save(
+            out, model, spec, algo, learner_state=learner.state_dict(), counters=counters,
+            train_config={str(algo): config, "data": str(data_dir), "seed": seed}))
+    except BaseException:
+        if claim is not None and claim[1]:  # this command made --out: nothing of it stays
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        if claim is not None:
+            claim[0].release()
     return {"parameters": model.num_params(), **metrics, "checkpoint": str(out)}
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not (out / "config.json").is_file():
+    if out.exists() and not (out / "config.json").is_file() and not _only_lock(out):
         raise UsageError(f"--out {out} exists and is not a checkpoint; choose another path")
-    if out.exists() and not overwrite:
+    if out.exists() and not overwrite and not _only_lock(out):
         raise UsageError(f"--out {out} already holds a checkpoint; pass --overwrite to replace it, "
                          "or choose another path")
     check_creatable(out, "--out")
+
+
+def _only_lock(out: Path) -> bool:
+    """``out`` is a directory a `trl train` made for its checkpoint and has not filled yet."""
+    return out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK}
+
+
+def _claim_out(out: Path, overwrite: bool) -> tuple[WriterLock, bool]:
+    """Hold ``out`` (creating it if need be) for this command: (the lock, whether it created it)."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_dir(out, "a checkpoint")
+    try:
+        _check_out(out, overwrite)  # again, now that no other writer can change it
+    except BaseException:
+        lock.release()
+        raise
+    return lock, created
