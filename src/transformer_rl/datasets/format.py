@@ -156,7 +156,8 @@ def table_problems(table: pa.Table, shard: dict[str, Any], manifest: dict[str, A
     schema = arrow_schema(int(np.prod(obs["shape"])), obs["dtype"], manifest["env_id"])
     if not table.schema.equals(schema, check_metadata=False):
         theirs = {f.name: f for f in table.schema}
-        wrong = [f.name for f in schema if f.name not in theirs or not theirs[f.name].equals(f)] or sorted(set(theirs) - set(schema.names))
+        wrong = ([f.name for f in schema if f.name not in theirs or not theirs[f.name].equals(f)]
+                 or sorted(set(theirs) - set(schema.names)))
         expected = schema.field(wrong[0]).type if wrong[0] in schema.names else "not in the format"
         return [f": column {wrong[0]} is not the format's ({expected})"]
     if table.num_rows != shard["rows"]:
