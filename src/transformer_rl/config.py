@@ -9,7 +9,20 @@ from typing import Any
 from transformer_rl.envs import resolve
 from transformer_rl.errors import DamagedData, UsageError
 from transformer_rl.models import ModelArgs, check_size, resolve_device
-from transformer_rl.settings import ENVS, MAX_SEED, POSITIVE, Algo, Device, EvalMode, Range, check, fill, setting
+from transformer_rl.settings import (
+    ENVS,
+    MAX_SEED,
+    POSITIVE,
+    Algo,
+    Device,
+    EvalMode,
+    KeepCheckpoints,
+    KeepData,
+    Range,
+    check,
+    fill,
+    setting,
+)
 from transformer_rl.train import LEARNERS
 
 
@@ -38,6 +51,13 @@ class RunConfig:
                             "before that update (one iteration of policy lag; PPO corrects it by its ratio).")
     device: Device = setting(Device.auto, "Where the model learns and acts: auto (cuda when torch sees a "
                              "GPU), cpu or cuda.")
+    keep_data: KeepData = setting(KeepData.all, "all: every rollout in data/ and every evaluation's episodes in "
+                                  "evals/; none: neither (on-policy learners only: --algo ppo).")
+    keep_checkpoints: KeepCheckpoints = setting(KeepCheckpoints.all, "all: a checkpoint per evaluation; last: "
+                                                "only checkpoints/last and checkpoints/best.")
+    eval_budget: float | None = setting(None, "Evaluate (every --eval-every) only while evaluation has played at "
+                                        "most this fraction of the run's env steps, e.g. 0.1; the last iteration "
+                                        "is always evaluated.", Range(gt=0, le=1))
     model: ModelArgs = field(default_factory=ModelArgs)
     learner: Any = None  # the algorithm's config, LEARNERS[algo][0]; None: its defaults
 
@@ -82,6 +102,9 @@ class RunConfig:
             report = validate_dataset(self.seed_data, max_problems=1)  # every shard, before anything is written
             if not report.ok:
                 raise DamagedData(f"--seed-data {self.seed_data}: {report.problems[0]}")
+        if self.keep_data == KeepData.none and not LEARNERS[self.algo][1].on_policy:
+            raise UsageError(f"--keep-data none is for on-policy learners (--algo ppo): --algo {self.algo} learns "
+                             "from the run's replay in data/")
         if self.eval_mode == EvalMode.sample and self.algo == Algo.dqn:
             raise UsageError("--eval-mode sample needs a policy: not with --algo dqn")
 

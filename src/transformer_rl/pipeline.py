@@ -81,10 +81,11 @@ def _loop(cfg: RunConfig, spec, run_dir: RunDir, local: RunConfig, device: torch
                    "charts/collect_s": round(played["collect_s"], 2),
                    "charts/collect_return": played["mean_return"],
                    **({"charts/epsilon": round(played["epsilon"], 4)} if "epsilon" in played else {}), **metrics}
-            evaluate_now = it % cfg.eval_every == 0 or it == cfg.iterations
+            evaluate_now = (it % cfg.eval_every == 0 and _affordable(cfg, state)) or it == cfg.iterations
             if evaluate_now:  # rank 0 evaluates and writes; every rank learns the report
                 experience.flush()
                 report = distributed.on_main(run_dir.evaluate_and_save, it, spec, learner)
+                state["eval_env_steps"] = state.get("eval_env_steps", 0) + report["env_steps"]  # every rank's
                 row.update({"eval/mean_return": report["mean_return"],
                             "eval/std_return": report["std_return"], "eval/episodes": report["episodes"]})
             now = time.perf_counter()
@@ -111,6 +112,11 @@ def _loop(cfg: RunConfig, spec, run_dir: RunDir, local: RunConfig, device: torch
             updater.shutdown(cancel_futures=True)
         experience.close()
     return run_dir.finish(learner.model.num_params() if learner else None, stop_at, write=distributed.is_main())
+
+
+def _affordable(cfg: RunConfig, state: dict[str, Any]) -> bool:
+    """--eval-budget: evaluation has so far played at most that fraction of the run's env steps."""
+    return cfg.eval_budget is None or state.get("eval_env_steps", 0) <= cfg.eval_budget * state["env_steps"]
 
 
 def rank_share(cfg: RunConfig) -> RunConfig:

@@ -12,6 +12,7 @@ shards, metrics rows, a checkpoint) is rolled back first, then the iteration is 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,14 @@ from transformer_rl.files import (
     removed_on_failure,
 )
 from transformer_rl.schema import AnyJSON, Bool, Float, Int, Map, Obj, Opt, Str, problem
+from transformer_rl.settings import KeepCheckpoints, KeepData
 from transformer_rl.train import checkpoint, new_learner
 from transformer_rl.train.learner import Learner
 
 _BEST = Obj({"iteration": Int(ge=1), "mean_return": Float()})
 STATE_SCHEMA = Obj({"iteration": Int(ge=0), "env_steps": Int(ge=0), "best": Opt(_BEST), "wall_s": Float(ge=0),
-                    "shards": Int(ge=0), "segments": Int(ge=0), "solved": Bool()})
+                    "shards": Int(ge=0), "segments": Int(ge=0), "solved": Bool()},
+                   optional={"eval_env_steps": Int(ge=0)})
 CONFIG_SCHEMA = Obj({"env": Str(), "algo": Str(), "model": Map(AnyJSON())})
 METRICS_ROW = Obj({"iteration": Int(ge=1)})
 # what a run directory holds while it is being created (a crash there leaves no run yet)
@@ -89,15 +92,18 @@ class RunDir:
         saved = read_json(self.path / "config.json", CONFIG_SCHEMA, "run directory")
         mine = self.cfg.to_json()
         saved["model"] = {**mine["model"], **saved["model"]}  # settings added since the run began keep defaults
-        for key in ("env", "algo", "model"):
+        for key in ("keep_data", "keep_checkpoints"):  # runs from before these settings kept everything
+            saved.setdefault(key, "all")
+        for key in ("env", "algo", "model", "keep_data", "keep_checkpoints"):
             if saved[key] != mine[key]:
                 raise UsageError(f"{self.path} is a run with {_differences(saved, mine, key)}; rerun it "
                                  "with its options or choose another --name")
         state_path = self.path / "state.json"
         state = read_json(state_path, STATE_SCHEMA, "run directory")
         best = state["best"]
-        if best is not None and (best["iteration"] > state["iteration"]
-                                 or not self.checkpoint(best["iteration"]).is_dir()):
+        if best is not None and (best["iteration"] > state["iteration"] or not (
+                self.checkpoint(best["iteration"]).is_dir()
+                or (self._compact() and (self.path / "checkpoints" / "best").is_dir()))):
             raise DamagedData(f"{state_path} names best iteration {best['iteration']}, whose checkpoint is "
                               "not there; the run directory is damaged")
         if (self.path / "metrics.jsonl").exists():
@@ -120,19 +126,55 @@ class RunDir:
             rows = [line for line in read_metrics(metrics) if line["iteration"] <= state["iteration"]]
             atomic_write_bytes(metrics, "".join(json.dumps(row) + "\n" for row in rows).encode())
         best = self.path / "checkpoints" / "best"
-        if state["best"] is not None:  # `best` may hold a rolled-back iteration's checkpoint
+        if self.cfg.keep_checkpoints == KeepCheckpoints.last:
+            self._tidy_compact()
+        elif state["best"] is not None:  # `best` may hold a rolled-back iteration's checkpoint
             copy_dir(self.checkpoint(state["best"]["iteration"]), best)
         elif best.exists():
             shutil.rmtree(best)
 
+    def _tidy_compact(self) -> None:
+        """--keep-checkpoints last: finish what a crash interrupted after the last commit (best
+        and last from the committed iteration's checkpoint), and drop every other checkpoint."""
+        state, folder = self.state, self.path / "checkpoints"
+        committed = self.checkpoint(state["iteration"])
+        if state["iteration"] and committed.is_dir():
+            self._promote(state["iteration"])
+        for path in folder.glob("*") if folder.is_dir() else []:
+            if path.name not in ("last", "best"):
+                shutil.rmtree(path)
+        best = folder / "best"
+        if state["best"] is None:
+            shutil.rmtree(best, ignore_errors=True)
+
+    def _promote(self, it: int) -> None:
+        """``it`` is committed: its checkpoint becomes ``last`` (and ``best`` if it is the best)."""
+        folder, new = self.path / "checkpoints", self.checkpoint(it)
+        if self.state["best"] is not None and self.state["best"]["iteration"] == it:
+            copy_dir(new, folder / "best")
+        old = folder / "last.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if (folder / "last").exists():
+            os.replace(folder / "last", old)
+        os.replace(new, folder / "last")
+        shutil.rmtree(old, ignore_errors=True)
+
     def checkpoint(self, iteration: int) -> Path:
         return self.path / "checkpoints" / f"iter-{iteration:03d}"
+
+    def committed_checkpoint(self) -> Path:
+        """The checkpoint of the last committed iteration (with --keep-checkpoints last: ``last``)."""
+        path = self.checkpoint(self.state["iteration"])
+        return self.path / "checkpoints" / "last" if not path.exists() and self._compact() else path
+
+    def _compact(self) -> bool:
+        return self.cfg.keep_checkpoints == KeepCheckpoints.last
 
     def resume_learner(self, spec: EnvSpec, device: torch.device | str = "cpu", config: Any = None) -> Learner | None:
         """The learner (with ``config``, by default the run's) of the last committed iteration;
         before the first, the one of --init, or None (the model is then built from the first data)."""
         if self.state["iteration"]:
-            path = self.checkpoint(self.state["iteration"])
+            path = self.committed_checkpoint()
             if not path.exists():  # under torchrun, on a machine that does not see rank 0's files
                 raise UsageError(f"{path} is not here: resuming a run under torchrun needs its --root "
                                  "on a file system that every machine sees")
@@ -154,12 +196,16 @@ class RunDir:
     def evaluate_and_save(self, it: int, spec: EnvSpec, learner: Learner) -> dict[str, Any]:
         """Evaluate (recording the episodes), checkpoint, and keep the best checkpoint."""
         cfg, state = self.cfg, self.state
-        record = self.path / "evals" / f"iter-{it:03d}"
-        shutil.rmtree(record, ignore_errors=True)  # left by a crash inside this iteration
-        record.parent.mkdir(exist_ok=True)
+        record = None
+        if cfg.keep_data == KeepData.all:
+            record = self.path / "evals" / f"iter-{it:03d}"
+            shutil.rmtree(record, ignore_errors=True)  # left by a crash inside this iteration
+            record.parent.mkdir(exist_ok=True)
         report = evaluate(learner.model, spec, cfg.algo, episodes=cfg.eval_episodes, mode=cfg.eval_mode,
                           seed=10_000_000 + cfg.seed * 1000 + it, record=record,
                           target_return=getattr(learner, "eval_target", None))
+        if record is not None:  # inside the run directory, so that it moves with it
+            report["recorded"] = str(record.relative_to(self.path))
         (self.path / "reports").mkdir(exist_ok=True)
         atomic_write_json(self.path / "reports" / f"iter-{it:03d}.json", report)
         checkpoint.save(self.checkpoint(it), learner.model, spec, cfg.algo,
@@ -168,7 +214,8 @@ class RunDir:
                         train_config=cfg.to_json())
         if state["best"] is None or report["mean_return"] > state["best"]["mean_return"]:
             state["best"] = {"iteration": it, **report, "run_env_steps": state["env_steps"]}
-            copy_dir(self.checkpoint(it), self.path / "checkpoints" / "best")
+            if not self._compact():  # compact: copied once the iteration is committed
+                copy_dir(self.checkpoint(it), self.path / "checkpoints" / "best")
         return report
 
     def append_metrics(self, row: dict[str, Any]) -> None:
@@ -177,10 +224,12 @@ class RunDir:
 
     def commit(self, it: int, solved: bool) -> None:
         """Iteration ``it`` is complete: record how far the dataset goes, then the state."""
-        manifest = read_manifest(self.data)
+        manifest = read_manifest(self.data) if self.cfg.keep_data == KeepData.all else {"shards": [], "segments": []}
         self.state.update(iteration=it, shards=len(manifest["shards"]),
                           segments=len(manifest["segments"]), solved=solved)
         atomic_write_json(self.path / "state.json", self.state)
+        if self._compact():
+            self._promote(it)
 
     def finish(self, parameters: int | None, stop_at: float | None, write: bool = True) -> dict[str, Any]:
         cfg, state = self.cfg, self.state

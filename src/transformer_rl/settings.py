@@ -42,6 +42,16 @@ class EvalMode(Choice):
     sample = "sample"
 
 
+class KeepData(Choice):
+    all = "all"  # every rollout in data/, every evaluation's episodes in evals/
+    none = "none"  # neither: a compact run (on-policy learners only)
+
+
+class KeepCheckpoints(Choice):
+    all = "all"  # checkpoints/iter-NNN for every evaluation, and best
+    last = "last"  # only checkpoints/last and checkpoints/best
+
+
 class Device(Choice):
     auto = "auto"  # cuda when torch sees a GPU, else cpu
     cpu = "cpu"

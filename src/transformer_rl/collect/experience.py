@@ -16,9 +16,10 @@ from transformer_rl.collect.policies import RandomPolicy
 from transformer_rl.collect.rollout import CollectConfig, Collector, collect
 from transformer_rl.collect.trace import rollout_transitions
 from transformer_rl.datasets.reader import Transitions, join, load
-from transformer_rl.distributed import all_sum, open_writer, rank_seed
+from transformer_rl.distributed import all_sum, open_writer, rank, rank_seed
 from transformer_rl.envs import EnvSpec
 from transformer_rl.errors import UsageError
+from transformer_rl.settings import KeepData
 
 
 def pool_seed(seed: int, num_envs: int, it: int) -> int:
@@ -94,8 +95,11 @@ class RolloutExperience:
         self.seed = pool_seed(cfg.seed, cfg.num_envs, first_iteration)  # a resumed run: new streams
         producer = {"policy": "ppo-sample", "first_iteration": first_iteration,
                     "note": "uniform random in iteration 1, then the policy as it trains"}
-        writer = open_writer(data_dir, spec, seed=self.seed, num_envs=cfg.num_envs, batch_size=cfg.num_envs,
-                             producer=producer, shard_rows=CollectConfig.shard_rows, append=data_dir.exists())
+        if cfg.keep_data == KeepData.none:  # the learner reads its rollout, not data/: keep nothing
+            writer = DiscardingWriter(self.seed, cfg.num_envs)
+        else:
+            writer = open_writer(data_dir, spec, seed=self.seed, num_envs=cfg.num_envs, batch_size=cfg.num_envs,
+                                 producer=producer, shard_rows=CollectConfig.shard_rows, append=data_dir.exists())
         # the K steps before a rollout's first row, and one more so that the first of them
         # has its previous action: every learned row then sees the window it acted on
         self.collector = Collector(spec, data_dir, CollectConfig(num_envs=cfg.num_envs, seed=self.seed),
@@ -119,3 +123,29 @@ class RolloutExperience:
 
     def close(self) -> None:
         self.collector.close()
+
+
+class DiscardingWriter:
+    """A dataset writer's interface that keeps no episode (``--keep-data none``): this rank's
+    pool plays the env streams it would play in a dataset (seed + this rank's offset)."""
+
+    def __init__(self, seed: int, num_envs: int):
+        offset = rank() * num_envs
+        self.segment = {"env_index_offset": offset, "seed": seed + offset, "num_envs": num_envs, "env_steps": 0}
+        self.rows = self.episodes = self.buffered_rows = 0
+
+    def add(self, batch) -> None:
+        self.rows += batch.rows
+        self.episodes += batch.episodes
+
+    def sync(self) -> None:
+        pass
+
+    def flush(self, wait: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass
