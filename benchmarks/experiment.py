@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,9 +50,13 @@ WORKLOADS = {
     "cartpole-dqn": ("CartPole-v1", "dqn", []),
     "cartpole-ppo": ("CartPole-v1", "ppo", []),
     "breakout-ppo-2m": ("Breakout-ram", "ppo", []),
-    "breakout-ppo-10m": ("Breakout-ram", "ppo", ["--iterations", "2442"]),
+    # long runs evaluate within a budget: at most 10% of the env steps (the 2M preset took 11%)
+    "breakout-ppo-10m": ("Breakout-ram", "ppo", ["--iterations", "2442", "--eval-budget", "0.1"]),
     "pong-ppo-2m": ("Pong-ram", "ppo", []),
     "seaquest-ppo-2m": ("Seaquest-ram", "ppo", []),
+    # a minute-long check of the ledger itself (tests/test_compact.py)
+    "cartpole-ppo-smoke": ("CartPole-v1", "ppo", ["--iterations", "60", "--eval-every", "10", "--eval-episodes", "8",
+                                                  "--stop-at", "1000"]),
 }
 
 
@@ -67,32 +75,68 @@ def result_path(workload: str, family: str, size: str, seed: int, context: int |
     return RESULTS / f"{workload}-context" / f"{family}-{size}-k{context}-s{seed}.json"
 
 
-def run_one(workload: str, family: str, size: str, seed: int, context: int | None, root: Path) -> dict:
+def compact(workload: str) -> bool:
+    """PPO runs are compact (no data/, only the last and best checkpoints: the same metrics, a
+    few MB) and live in the repo while in flight, so that a commit carries them to the next
+    machine; DQN learns from its replay in data/, so its runs stay under --root."""
+    return WORKLOADS[workload][1] == "ppo"
+
+
+COMPACT = ["--keep-data", "none", "--keep-checkpoints", "last"]
+STOP = threading.Event()  # set at the deadline: every run is stopped cleanly and resumes next time
+RUNNING: set[subprocess.Popen] = set()
+LOCK = threading.Lock()
+
+
+def _call(cmd: list[str]) -> bool:
+    """Run ``cmd`` to its end (True), or until the deadline stops it (False)."""
+    with LOCK:
+        if STOP.is_set():
+            return False
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        RUNNING.add(proc)
+    code = proc.wait()
+    with LOCK:
+        RUNNING.discard(proc)
+    if STOP.is_set() and code != 0:
+        return False
+    if code != 0:
+        raise subprocess.CalledProcessError(code, cmd)
+    return True
+
+
+def run_dir_of(workload: str, out: Path, root: Path) -> Path:
+    return (out.parent / "runs" if compact(workload) else root) / (out.parent.name + "-" + out.stem)
+
+
+def run_one(workload: str, family: str, size: str, seed: int, context: int | None, root: Path) -> dict | None:
+    """The result of one run (None if the deadline stopped it first: the same call resumes it)."""
     out = result_path(workload, family, size, seed, context)
     if out.exists():
         return json.loads(out.read_text())
     env, algo, extra = WORKLOADS[workload]
     model = model_options(family, size, context)
-    name = out.parent.name + "-" + out.stem
+    run_dir = run_dir_of(workload, out, root)
     trl = str(Path(sys.executable).with_name("trl"))
     cmd = [trl, "run", "--env", env, "--algo", algo, "--model", family, *options(model),
-           "--seed", str(seed), "--root", str(root), "--name", name, *extra]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    run_dir = root / name
+           "--seed", str(seed), "--root", str(run_dir.parent), "--name", run_dir.name, *extra,
+           *(COMPACT if compact(workload) else [])]
+    if not _call(cmd):
+        return None
     report = json.loads((run_dir / "report.json").read_text())
     if report["iterations"] < json.loads((run_dir / "config.json").read_text())["iterations"] and not report["solved"]:
-        raise RuntimeError(f"{name} stopped early without solving")  # never a silently short run
+        raise RuntimeError(f"{run_dir.name} stopped early without solving")  # never a silently short run
     mode = json.loads((run_dir / "config.json").read_text())["eval_mode"]
-    final = run_dir / "final-eval.json"
-    subprocess.run([trl, "eval", str(run_dir / "checkpoints" / "best"), "--episodes", "100", "--mode", mode,
-                    "--seed", "123456789", "--report", str(final)], check=True, stdout=subprocess.DEVNULL)
-    final_eval = json.loads(final.read_text())
-    last = run_dir / "checkpoints" / f"iter-{report['iterations']:03d}"  # the run's final checkpoint
-    last_eval = None
-    if last.is_dir():
-        subprocess.run([trl, "eval", str(last), "--episodes", "100", "--mode", mode, "--seed", "123456789",
-                        "--report", str(run_dir / "last-eval.json")], check=True, stdout=subprocess.DEVNULL)
-        last_eval = json.loads((run_dir / "last-eval.json").read_text())
+    evals = {}
+    last = "last" if compact(workload) else f"iter-{report['iterations']:03d}"  # the run's final checkpoint
+    for key, ckpt in (("final", "best"), ("last", last)):
+        if not (run_dir / "checkpoints" / ckpt).is_dir():
+            continue
+        path = run_dir / f"{key}-eval.json"
+        if not _call([trl, "eval", str(run_dir / "checkpoints" / ckpt), "--episodes", "100", "--mode", mode,
+                      "--seed", "123456789", "--report", str(path)]):
+            return None
+        evals[key] = json.loads(path.read_text())
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     result = {
         "workload": out.parent.name, "env": env, "algo": algo, "family": family, "size": size, "seed": seed,
@@ -101,13 +145,20 @@ def run_one(workload: str, family: str, size: str, seed: int, context: int | Non
         "command": " ".join(a for i, a in enumerate(cmd[1:]) if "--root" not in cmd[i:i + 2]),
         "env_steps": report["env_steps"], "wall_s": report["wall_s"], "solved": report["solved"],
         "stop_at": report["stop_at"], "best": {k: v for k, v in report["best"].items() if k != "recorded"},
-        "final": {k: final_eval[k] for k in ("episodes", "mean_return", "std_return", "min_return", "max_return")},
+        "final": {k: evals["final"][k] for k in ("episodes", "mean_return", "std_return", "min_return", "max_return")},
         # the last iteration's checkpoint on the same 100 games (absent from results made before it)
-        "last": None if last_eval is None else {k: last_eval[k] for k in ("episodes", "mean_return", "std_return")},
+        "last": {k: evals["last"][k] for k in ("episodes", "mean_return", "std_return")} if "last" in evals else None,
+        "eval_env_steps": sum(json.loads(p.read_text())["env_steps"] for p in (run_dir / "reports").glob("*.json")),
         "curve": [[r["env_steps"], r["wall_s"], r["eval/mean_return"]] for r in metrics if "eval/mean_return" in r],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
+    if compact(workload):  # what stays in the repo: the result and the best model (no optimizer)
+        keep = out.parent / "checkpoints" / out.stem
+        keep.mkdir(parents=True, exist_ok=True)
+        for name in ("model.safetensors", "config.json"):
+            shutil.copy2(run_dir / "checkpoints" / "best" / name, keep / name)
+        shutil.rmtree(run_dir)
     return result
 
 
@@ -212,33 +263,83 @@ def sizes() -> None:
             print(f"| {family} | {size} | `{' '.join(options({**model, **DEPTH}))}` | {counts[0]:,} | {counts[1]:,} |")
 
 
+def queue(a: argparse.Namespace) -> list[tuple]:
+    if a.context:
+        return [(w, f, ABLATION[f], seed, k) for w in a.workload or [] for k in map(int, a.context.split(","))
+                for f in a.families.split(",") for seed in map(int, a.seeds.split(","))]
+    return [(w, f, s, seed, None) for w in a.workload or [] for f in a.families.split(",")
+            for s in SIZES[f] if a.sizes is None or s in a.sizes.split(",")
+            for seed in map(int, a.seeds.split(","))]
+
+
+def status(jobs: list[tuple], root: Path) -> None:
+    """Per workload: runs done, in flight (how far), queued, and the hours spent and left at the
+    speed its finished runs measured (one run's wall time; --jobs N shares the machine)."""
+    for workload in dict.fromkeys(job[0] for job in jobs):
+        mine = [job for job in jobs if job[0] == workload]
+        done = [json.loads(result_path(*job[:4], job[4]).read_text()) for job in mine
+                if result_path(*job[:4], job[4]).exists()]
+        flying = []
+        for job in mine:
+            run_dir = run_dir_of(workload, result_path(*job[:4], job[4]), root)
+            if not result_path(*job[:4], job[4]).exists() and (run_dir / "state.json").is_file():
+                state = json.loads((run_dir / "state.json").read_text())
+                planned = json.loads((run_dir / "config.json").read_text())["iterations"]
+                flying.append((run_dir.name, state["iteration"] / planned, state["wall_s"]))
+        per_run = np.mean([r["wall_s"] for r in done]) if done else np.mean(
+            [wall / max(frac, 1e-9) for _, frac, wall in flying if frac]) if any(f for _, f, _ in flying) else None
+        queued = len(mine) - len(done) - len(flying)
+        spent = sum(r["wall_s"] for r in done) + sum(wall for *_, wall in flying)
+        left = None if per_run is None else per_run * (queued + sum(1 - frac for _, frac, _ in flying))
+        print(f"{workload}: {len(done)} done, {len(flying)} in flight, {queued} queued; "
+              f"{spent / 3600:.1f} h spent, " + ("? h left (no run measured yet)" if left is None else
+                                                  f"{left / 3600:.1f} h left at {per_run / 3600:.2f} h per run"))
+        for name, frac, _ in flying:
+            print(f"  in flight: {name} {100 * frac:.0f}%")
+
+
+def stop_at(deadline: float) -> None:
+    """At ``deadline`` (time.time()), stop every run cleanly: SIGTERM, which `trl run` unwinds
+    like Ctrl-C, leaving the run at its last committed iteration."""
+    time.sleep(max(0.0, deadline - time.time()))
+    with LOCK:
+        STOP.set()
+        for proc in RUNNING:
+            proc.send_signal(signal.SIGTERM)
+
+
 def main() -> None:
+    global RESULTS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["run", "report", "sizes"])
+    p.add_argument("command", choices=["run", "report", "sizes", "status"])
     p.add_argument("--workload", choices=list(WORKLOADS), action="append")
     p.add_argument("--families", default="gpt,mlp")
     p.add_argument("--sizes", help="comma-separated size labels (default: all of each family)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--context", help="the context ablation: comma-separated K (GPT --context, MLP --stack)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, one process each")
-    p.add_argument("--root", type=Path, default=Path("runs/sweep"))
+    p.add_argument("--deadline", type=float, help="minutes from now: then stop every run cleanly (resumable)")
+    p.add_argument("--root", type=Path, default=Path("runs/sweep"), help="where non-compact (DQN) runs go")
+    p.add_argument("--results", type=Path, default=RESULTS, help="results, compact in-flight runs, best models")
     p.add_argument("--plots", type=Path, default=Path("docs"))
     a = p.parse_args()
+    RESULTS = a.results
     if a.command == "sizes":
         return sizes()
     if a.command == "report":
         return report(a.plots)
-    if a.context:
-        jobs = [(w, f, ABLATION[f], seed, k) for w in a.workload or [] for k in map(int, a.context.split(","))
-                for f in a.families.split(",") for seed in map(int, a.seeds.split(","))]
-    else:
-        jobs = [(w, f, s, seed, None) for w in a.workload or [] for f in a.families.split(",")
-                for s in SIZES[f] if a.sizes is None or s in a.sizes.split(",")
-                for seed in map(int, a.seeds.split(","))]
+    jobs = queue(a)
+    if a.command == "status":
+        return status(jobs, a.root)
+    if a.deadline is not None:
+        threading.Thread(target=stop_at, args=(time.time() + 60 * a.deadline,), daemon=True).start()
     with ThreadPoolExecutor(a.jobs) as pool:
         futures = {pool.submit(run_one, *job, a.root): job for job in jobs}
         for future, job in futures.items():
             r = future.result()
+            if r is None:
+                print(f"{job}: stopped at the deadline; the same command resumes it", flush=True)
+                continue
             print(f"{job}: {r['parameters']:,} params, solved {r['solved']}, env steps {r['env_steps']:,}, "
                   f"final {r['final']['mean_return']:.1f}", flush=True)
 

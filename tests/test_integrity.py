@@ -326,6 +326,14 @@ CASES = [
     ("run-n-embd-huge", None, (*RUN, "--n-embd", "1000000", "--name", "x"), ["parameters", "smaller model"]),
     ("run-hidden-huge", None, (*RUN, "--model", "mlp", "--hidden", "10000000", "--name", "x"), ["smaller model"]),
     ("bench-seconds-tiny", None, ("bench", "--seconds", "1e-300"), ["--seconds", "[0.01, 3600]"]),
+    # compact runs
+    ("run-keep-data-dqn", None, (*RUN, "--keep-data", "none", "--name", "x"), ["--keep-data none", "--algo ppo"]),
+    ("run-keep-data-dt", None, (*RUN, "--algo", "dt", "--init", "dt-ckpt", "--keep-data", "none", "--name", "x"),
+     ["--keep-data none"]),
+    ("run-keep-checkpoints", None, (*RUN, "--keep-checkpoints", "some", "--name", "x"), ["--keep-checkpoints", "last"]),
+    ("run-eval-budget-zero", None, (*RUN, "--eval-budget", "0", "--name", "x"), ["--eval-budget 0", "(0, 1]"]),
+    ("run-resume-other-keep", None, (*RUN, "--name", "done", "--keep-checkpoints", "last"),
+     ["keep_checkpoints all, not last"]),
     # checked before the first write
     ("run-seed-data-damaged", None, (*RUN, "--algo", "dt", "--init", "dt-ckpt", "--seed-data", "tampered",
                                      "--name", "x"), ["--seed-data", "shard-000001"]),

@@ -110,7 +110,7 @@ class RunConfig:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["root"] = str(self.root)
+        del d["root"]  # where the run lives is not part of it: a run directory moves (another --root, machine)
         d["init"] = str(self.init) if self.init is not None else None
         d["seed_data"] = str(self.seed_data) if self.seed_data is not None else None
         return d

@@ -1,0 +1,90 @@
+"""Long experiments that outlive their machine: compact runs that resume anywhere, and the
+benchmarks/experiment.py ledger that stops at a deadline and resumes from the repo."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from transformer_rl.train import checkpoint
+
+TRL = str(Path(sys.executable).with_name("trl"))
+EXPERIMENT = Path(__file__).parent.parent / "benchmarks" / "experiment.py"
+COMPACT = ("--keep-data", "none", "--keep-checkpoints", "last")
+
+
+def ppo_run(root: Path, iterations: int = 12) -> list[str]:
+    return [TRL, "run", "--env", "CartPole-v1", "--algo", "ppo", "--iterations", str(iterations), "--eval-every", "3",
+            "--eval-episodes", "4", "--stop-at", "1000", "--seed", "3", "--root", str(root), "--name", "c", *COMPACT]
+
+
+def test_a_compact_run_killed_anywhere_resumes_on_another_root(tmp_path):
+    rng = random.Random(0)
+    root = tmp_path / "machine-a"
+    for _ in range(3):  # SIGKILL at random instants, each time on a new "machine"
+        proc = subprocess.Popen(ppo_run(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not (root / "c" / "state.json").exists() and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        moved = tmp_path / f"machine-{rng.randrange(10**6)}"
+        shutil.copytree(root, moved)  # the run directory carried elsewhere (its lock file is gone with its writer)
+        shutil.rmtree(root)
+        root = moved
+    result = subprocess.run(ppo_run(root), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    run = root / "c"
+    assert not (run / "data").exists() and not (run / "evals").exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best", "last"]
+    report = json.loads((run / "report.json").read_text())
+    assert report["iterations"] == 12
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == list(range(1, 13))  # each once, after every kill
+    best = checkpoint.load(run / "checkpoints" / "best")
+    assert best.meta["counters"]["iteration"] == report["best"]["iteration"]
+    assert checkpoint.load(run / "checkpoints" / "last").meta["counters"]["iteration"] == 12
+    assert sum(p.stat().st_size for p in run.rglob("*") if p.is_file()) < 2_000_000
+    text = "".join(p.read_text(errors="replace") for p in run.rglob("*.json"))
+    assert str(tmp_path) not in text  # nothing inside depends on where it was
+
+
+def test_a_compact_run_has_the_metrics_of_a_full_one(tmp_path):
+    def metrics(root: Path, *extra: str) -> list[dict]:
+        cmd = [a for a in ppo_run(root, iterations=6) if a not in COMPACT] + list(extra)
+        assert subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0
+        return [{k: v for k, v in json.loads(line).items() if "wall" not in k and not k.endswith("_s")}
+                for line in (root / "c" / "metrics.jsonl").read_text().splitlines()]
+
+    assert metrics(tmp_path / "full") == metrics(tmp_path / "compact", *COMPACT)
+    assert (tmp_path / "full" / "c" / "data").is_dir() and (tmp_path / "full" / "c" / "checkpoints" / "iter-006").is_dir()
+
+
+def test_the_ledger_stops_at_its_deadline_and_resumes(tmp_path):
+    args = [sys.executable, str(EXPERIMENT), "--workload", "cartpole-ppo-smoke", "--seeds", "0,1",
+            "--families", "mlp", "--sizes", "h48", "--results", str(tmp_path / "sweep"), "--root", str(tmp_path / "runs")]
+    first = subprocess.run([*args[:2], "run", *args[2:], "--jobs", "2", "--deadline", "0.5"], capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("stopped at the deadline") == 2, first.stdout
+    flying = sorted(p.name for p in (tmp_path / "sweep" / "cartpole-ppo-smoke" / "runs").iterdir())
+    assert flying == ["cartpole-ppo-smoke-mlp-h48-s0", "cartpole-ppo-smoke-mlp-h48-s1"]
+    status = subprocess.run([*args[:2], "status", *args[2:]], capture_output=True, text=True, timeout=60)
+    assert "0 done, 2 in flight, 0 queued" in status.stdout, status.stdout
+    second = subprocess.run([*args[:2], "run", *args[2:], "--jobs", "2"], capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr
+    done = tmp_path / "sweep" / "cartpole-ppo-smoke"
+    for seed in (0, 1):
+        result = json.loads((done / f"mlp-h48-s{seed}.json").read_text())
+        assert result["env_steps"] >= 60 * 1024 and result["final"]["episodes"] == 100
+        assert sorted(p.name for p in (done / "checkpoints" / f"mlp-h48-s{seed}").iterdir()) == [
+            "config.json", "model.safetensors"]
+    assert not (done / "runs").exists() or not any((done / "runs").iterdir())
+    status = subprocess.run([*args[:2], "status", *args[2:]], capture_output=True, text=True, timeout=60)
+    assert "2 done, 0 in flight, 0 queued" in status.stdout, status.stdout
