@@ -154,6 +154,19 @@ def test_the_seed_layout():
     assert model(obs, prev).q.shape == (2, 1, 4)
 
 
+def test_the_seed_layout_reads_values_in_0_1(breakout_data, cartpole_data):
+    from transformer_rl.datasets import load
+    from transformer_rl.models import new_model
+
+    for data, env in ((breakout_data, "Breakout-ram"), (cartpole_data, "CartPole-v1")):
+        data = load(data)
+        model = new_model(resolve(env), ModelArgs(tokens="seed", context=1, n_embd=8), data, seed=0)
+        x = model.norm(torch.tensor(data.obs))
+        assert x.min() >= 0 and x.max() <= 1 + 1e-6  # bytes / 255; floats over the first data's range
+        if env == "Breakout-ram":
+            assert (model.norm.obs_std == 255).all() and (model.norm.obs_mean == 0).all()
+
+
 def test_old_checkpoints_load_as_step_tokens_and_new_ones_record_the_layout(tmp_path):
     spec = resolve("CartPole-v1")
     obs, prev = inputs(2, 8, 4, 2)

@@ -75,7 +75,8 @@ class ModelArgs:
     feature_id: bool = setting(True, "--tokens feature: add a learned embedding of which feature a token is "
                                "(off: the features are a set).")
     readout: Readout = setting(Readout.summary, "--tokens feature: features -> the step's token: summary (a "
-                               "learned token), mean (pooling) or flat (one number per feature, then linear).")
+                               "learned token), mean (pooling) or flat (one number per feature, then linear; "
+                               "--tokens seed: always flat, no feature ids).")
     time_layers: int = setting(GPTConfig.time_layers, "--tokens feature with --context > 1: causal blocks across "
                                "steps (--n-layer: blocks across features).", POSITIVE)
 
