@@ -30,6 +30,9 @@ BALL_X, BALL_Y, PADDLE_X = 99, 101, 72
 def play(ckpt: Path, episodes: int, seed: int) -> dict[str, np.ndarray]:
     loaded = checkpoint.load(ckpt, optimizer=False)
     model, spec = loaded.model.eval(), loaded.spec
+    if getattr(model.config, "tokens", "step") != "step":  # its maps are across features, not steps
+        raise SystemExit(f"{ckpt} has {model.config.tokens} tokens; this probe reads attention across steps "
+                         "(GPT.attention gives a feature model's maps across features)")
     k = model.config.context
     pool = make_pool(spec, 1, seed)
     _, info = pool.reset()

@@ -12,7 +12,9 @@ one whose directory is gone starts again. `--jobs` runs that many at once, one p
   .venv/bin/python benchmarks/experiment.py sizes      # every configuration and its exact count
 
 The sizes vary width at depth 2 (GPT: context 8, 2 heads); parameter counts below are for
-CartPole-v1 (4 inputs, 2 actions) and Breakout-ram (128 bytes, 4 actions).
+CartPole-v1 (4 inputs, 2 actions) and Breakout-ram (128 bytes, 4 actions). The family
+gpt-feature is the GPT with one token per observation feature (`--model gpt --tokens feature`:
+2 blocks across a step's features, 1 causal block across the 8 pooled steps).
 
 The context ablation (`--context`) runs the GPT of ABLATION["gpt"] with `--context K` and, as
 the control, the MLP of matched size fed the same K steps stacked (`--stack K`); its results go
@@ -41,9 +43,10 @@ SIZES = {
     "gpt": {"w8": {"n_embd": 8}, "w16": {"n_embd": 16}, "w32": {"n_embd": 32}, "w48": {"n_embd": 48}},
     "mlp": {"h48": {"hidden": 48}, "h64": {"hidden": 64}, "h96": {"hidden": 96}, "h160": {"hidden": 160},
             "h240": {"hidden": 240}},  # h64: the default MLP of the earlier comparisons
+    "gpt-feature": {f"w{c}": {"tokens": "feature", "n_embd": c} for c in (8, 16, 24, 32)},
 }
 DEPTH = {"n_layer": 2}
-ABLATION = {"gpt": "w32", "mlp": "h160"}  # 26,149 and 27,365 parameters on CartPole-v1 at K = 1
+ABLATION = {"gpt": "w32", "mlp": "h160", "gpt-feature": "w24"}  # 26,149, 27,365, 22,325 on CartPole-v1
 
 # workload -> env, algo, extra `trl run` options (the budget is the preset's unless given)
 WORKLOADS = {
@@ -64,8 +67,13 @@ def options(model: dict[str, int]) -> list[str]:
     return [x for k, v in model.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
+def model_kind(family: str) -> str:
+    """`--model` of a family: gpt-feature is a GPT (its tokens are in its sizes' options)."""
+    return family.split("-")[0]
+
+
 def model_options(family: str, size: str, context: int | None) -> dict[str, int]:
-    history = {} if context is None else {"context" if family == "gpt" else "stack": context}
+    history = {} if context is None else {"context" if model_kind(family) == "gpt" else "stack": context}
     return {**SIZES[family][size], **DEPTH, **history}
 
 
@@ -118,7 +126,7 @@ def run_one(workload: str, family: str, size: str, seed: int, context: int | Non
     model = model_options(family, size, context)
     run_dir = run_dir_of(workload, out, root)
     trl = str(Path(sys.executable).with_name("trl"))
-    cmd = [trl, "run", "--env", env, "--algo", algo, "--model", family, *options(model),
+    cmd = [trl, "run", "--env", env, "--algo", algo, "--model", model_kind(family), *options(model),
            "--seed", str(seed), "--root", str(run_dir.parent), "--name", run_dir.name, *extra,
            *(COMPACT if compact(workload) else [])]
     if not _call(cmd):
@@ -204,7 +212,7 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
                    ("wall_s", "wall seconds to solve (whole run if not)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
-        for family, colour in (("gpt", "tab:blue"), ("mlp", "tab:orange")):
+        for family, colour in (("gpt", "tab:blue"), ("mlp", "tab:orange"), ("gpt-feature", "tab:green")):
             mine = [r for r in rows if r["family"] == family]
             if not mine:
                 continue
@@ -242,7 +250,7 @@ def report(plots: Path) -> None:
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
             solved = "-" if r["stop_at"] is None else f"{r['solved']}/{r['seeds']}"
-            k = r["context"] or ("8" if r["family"] == "gpt" else "1")
+            k = r["context"] or ("8" if model_kind(r["family"]) == "gpt" else "1")
             print(f"| {r['family']} | {r['size']} | {k} | {r['parameters']:,} | {r['seeds']} | {solved} | "
                   f"{r['final'][0]:.1f} ± {r['final'][1]:.1f} | {r['env_steps'][0]:,.0f} ± {r['env_steps'][1]:,.0f} | "
                   f"{r['wall_s'][0]:.0f} ± {r['wall_s'][1]:.0f} |")
@@ -258,7 +266,7 @@ def sizes() -> None:
     print("| --- | --- | --- | --- | --- |")
     for family, table in SIZES.items():
         for size, model in table.items():
-            args = ModelArgs(model=family, **model_options(family, size, None))
+            args = ModelArgs(model=model_kind(family), **model_options(family, size, None))
             counts = [build_model(args.config(resolve(env))).num_params() for env in ("CartPole-v1", "Breakout-ram")]
             print(f"| {family} | {size} | `{' '.join(options({**model, **DEPTH}))}` | {counts[0]:,} | {counts[1]:,} |")
 

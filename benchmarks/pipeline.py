@@ -112,7 +112,10 @@ def parse_variant(text: str) -> tuple[str, dict]:
     settings = {}
     for item in filter(None, rest.split(",")):
         key, value = item.split("=")
-        settings[key] = json.loads(value) if value not in ("true", "false") else value == "true"
+        try:  # a number or true/false; anything else is a string (model=mlp, tokens=feature)
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
     return name, settings
 
 

@@ -150,6 +150,18 @@ CASES = [
     ("run-root-file", ("run", "--root", "notes.txt", "--name", "x"), ["notes.txt", "file"]),
     ("run-other-model", (*RUN, "--name", "done", "--model", "mlp"), ["runs/done", "--model gpt, not mlp"]),
     ("run-other-algo", (*RUN, "--name", "done", "--algo", "ppo"), ["runs/done", "algo"]),
+    ("run-other-tokens", (*RUN, "--name", "done", "--tokens", "feature"), ["runs/done", "--tokens step, not feature"]),
+    # feature tokens: a byte table needs bytes; the seed's layout reads one observation
+    ("run-table-floats", (*RUN, "--tokens", "feature", "--feature-embed", "table", "--name", "x"),
+     ["--feature-embed table", "CartPole-v1", "floats", "--feature-embed linear"]),
+    ("train-table-floats", (*TRAIN, "--tokens", "feature", "--feature-embed", "table"),
+     ["--feature-embed table", "floats"]),
+    ("train-table-step-tokens", (*TRAIN, "--feature-embed", "table"), ["--tokens feature"]),
+    ("run-tokens-mlp", (*RUN, "--model", "mlp", "--tokens", "feature", "--name", "x"), ["--model gpt"]),
+    ("run-seed-context", (*RUN, "--tokens", "seed", "--name", "x"), ["--tokens seed", "--context 1"]),
+    ("run-seed-bc", (*RUN, "--algo", "bc", "--tokens", "seed", "--context", "1", "--name", "x"),
+     ["--tokens seed", "--algo bc"]),
+    ("run-readout-unknown", (*RUN, "--tokens", "feature", "--readout", "max", "--name", "x"), ["--readout", "summary"]),
     ("run-not-a-run", ("run", "--root", ".", "--name", "stuff"), ["holds no run state"]),
     ("run-device-unknown", (*RUN, "--device", "tpu", "--name", "x"), ["--device", "auto"]),
     # these machines have no GPU (CUDA-less torch): --device cuda must say so, not crash

@@ -63,12 +63,14 @@ def test_a_compact_run_has_the_metrics_of_a_full_one(tmp_path):
                 for line in (root / "c" / "metrics.jsonl").read_text().splitlines()]
 
     assert metrics(tmp_path / "full") == metrics(tmp_path / "compact", *COMPACT)
-    assert (tmp_path / "full" / "c" / "data").is_dir() and (tmp_path / "full" / "c" / "checkpoints" / "iter-006").is_dir()
+    full = tmp_path / "full" / "c"
+    assert (full / "data").is_dir() and (full / "checkpoints" / "iter-006").is_dir()
 
 
 def test_the_ledger_stops_at_its_deadline_and_resumes(tmp_path):
     args = [sys.executable, str(EXPERIMENT), "--workload", "cartpole-ppo-smoke", "--seeds", "0,1",
-            "--families", "mlp", "--sizes", "h48", "--results", str(tmp_path / "sweep"), "--root", str(tmp_path / "runs")]
+            "--families", "mlp", "--sizes", "h48", "--results", str(tmp_path / "sweep"),
+            "--root", str(tmp_path / "runs")]
     first = subprocess.run([*args[:2], "run", *args[2:], "--jobs", "2", "--deadline", "0.5"], capture_output=True,
                            text=True, timeout=600)
     assert first.returncode == 0, first.stderr

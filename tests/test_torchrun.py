@@ -186,3 +186,13 @@ def test_packed_episodes_round_trip_without_pickle(tmp_path):
         np.testing.assert_array_equal(getattr(back, name), getattr(batch, name))
     assert back.obs.dtype == np.uint8
     assert distributed.unpack(distributed.pack(None, env_steps=0))[0] is None
+
+
+def test_feature_tokens_under_two_ranks(tmp_path):
+    r = torchrun("run", "--env", "CartPole-v1", "--algo", "ppo", "--tokens", "feature", "--n-embd", 8,
+                 "--iterations", 2, "--steps-per-iteration", 512, "--eval-every", 2, "--eval-episodes", 2,
+                 "--root", tmp_path, "--name", "f")
+    assert r.returncode == 0, r.stderr
+    model = json.loads((tmp_path / "f" / "checkpoints" / "best" / "config.json").read_text())["model"]
+    assert (model["tokens"], model["readout"]) == ("feature", "summary")
+    assert verify(tmp_path / "f" / "data").ok  # one dataset from both ranks' pools

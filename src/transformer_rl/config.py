@@ -8,7 +8,7 @@ from typing import Any
 
 from transformer_rl.envs import resolve
 from transformer_rl.errors import DamagedData, UsageError
-from transformer_rl.models import ModelArgs, check_size, resolve_device
+from transformer_rl.models import ModelArgs, Tokens, check_size, resolve_device
 from transformer_rl.settings import (
     ENVS,
     MAX_SEED,
@@ -82,8 +82,11 @@ class RunConfig:
 
     def validate(self) -> None:
         check(self)
-        self.model.validate()
+        self.model.validate(resolve(self.env))
         check_size(self.model.config(resolve(self.env)))
+        if self.model.tokens == Tokens.seed and self.algo in (Algo.dt, Algo.bc):
+            raise UsageError(f"--tokens seed reads one observation, no return-to-go or timestep; use "
+                             f"--tokens feature for --algo {self.algo}")
         resolve_device(self.device)
         if not isinstance(self.learner, LEARNERS[self.algo][0]):
             raise UsageError(f"--algo {self.algo} needs a {LEARNERS[self.algo][0].__name__}")

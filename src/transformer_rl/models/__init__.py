@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from transformer_rl.errors import UsageError
+from transformer_rl.models.features import SeedGPT
 from transformer_rl.models.gpt import GPT, GPTConfig, ModelOutput
 from transformer_rl.models.mlp import MLP, MLPConfig
 from transformer_rl.settings import POSITIVE, Choice, Device, ModelKind, Range, check, setting
@@ -23,13 +24,30 @@ if TYPE_CHECKING:
     from transformer_rl.datasets.reader import Transitions
     from transformer_rl.envs import EnvSpec
 
-__all__ = ["GPT", "GPTConfig", "MLP", "MLPConfig", "ModelArgs", "ModelOutput", "autocast", "build_model",
-           "check_size", "model_config_dict", "new_model", "resolve_device"]
+__all__ = ["GPT", "GPTConfig", "MLP", "MLPConfig", "ModelArgs", "ModelOutput", "SeedGPT", "Tokens", "autocast",
+           "build_model", "check_size", "model_config_dict", "new_model", "resolve_device"]
 
 
 class RamNorm(Choice):
     data = "data"
     fixed = "fixed"
+
+
+class Tokens(Choice):
+    step = "step"  # one token per timestep, attention across time
+    feature = "feature"  # one token per observation feature, attention across a state's features
+    seed = "seed"  # the original Transformer-RL's layout (models/features.py)
+
+
+class FeatureEmbed(Choice):
+    linear = "linear"
+    table = "table"
+
+
+class Readout(Choice):
+    summary = "summary"
+    mean = "mean"
+    flat = "flat"
 
 
 @dataclass
@@ -46,13 +64,42 @@ class ModelArgs:
                              Range(ge=0, lt=1))
     ram_norm: RamNorm = setting(RamNorm.data, "Byte observations: data (per byte, scaled from the "
                                 "first data) or fixed (/255).")
+    tokens: Tokens = setting(Tokens.step, "GPT tokens: step (one per timestep, attention across time), feature "
+                             "(one per observation feature, attention across a step's features, pooled into "
+                             "one token per step for causal blocks across time) or seed (the original "
+                             "Transformer-RL's: one observation, causal attention across its features; "
+                             "give --context 1).")
+    feature_embed: FeatureEmbed = setting(FeatureEmbed.linear, "--tokens feature: a value's embedding: linear "
+                                          "(of the normalised value) or table (one of 256 vectors per byte "
+                                          "value; byte observations only).")
+    feature_id: bool = setting(True, "--tokens feature: add a learned embedding of which feature a token is "
+                               "(off: the features are a set).")
+    readout: Readout = setting(Readout.summary, "--tokens feature: features -> the step's token: summary (a "
+                               "learned token), mean (pooling) or flat (one number per feature, then linear; "
+                               "--tokens seed: always flat, no feature ids).")
+    time_layers: int = setting(GPTConfig.time_layers, "--tokens feature with --context > 1: causal blocks across "
+                               "steps (--n-layer: blocks across features).", POSITIVE)
 
-    def validate(self) -> None:
+    def validate(self, spec: EnvSpec | None = None) -> None:
+        """The settings alone, and with ``spec`` what they need of the observations."""
         check(self)
         if self.model == ModelKind.gpt and self.stack != 1:
             raise UsageError("--stack is the MLP's history; a GPT's is --context")
         if self.model == ModelKind.gpt and self.n_embd % self.n_head:
             raise UsageError(f"--n-embd {self.n_embd} must be a multiple of --n-head {self.n_head}")
+        if self.model != ModelKind.gpt and self.tokens != Tokens.step:
+            raise UsageError(f"--tokens {self.tokens} is a GPT layout; use --model gpt")
+        if self.tokens == Tokens.step and self.feature_embed != FeatureEmbed.linear:
+            raise UsageError(f"--feature-embed {self.feature_embed} embeds feature tokens; add --tokens feature")
+        if self.tokens == Tokens.seed and self.context != 1:
+            raise UsageError(f"--tokens seed reads one observation, not --context {self.context}; give "
+                             "--context 1 (history with feature tokens: --tokens feature)")
+        if self.tokens == Tokens.seed and self.feature_embed != FeatureEmbed.linear:
+            raise UsageError("--tokens seed embeds values linearly, as the original did; --feature-embed "
+                             "table needs --tokens feature")
+        if spec is not None and self.feature_embed == FeatureEmbed.table and spec.obs_dtype != "uint8":
+            raise UsageError(f"--feature-embed table looks up byte values, and {spec.env_id}'s observations "
+                             "are floats; use --feature-embed linear")
 
     @property
     def window(self) -> int:
@@ -62,8 +109,14 @@ class ModelArgs:
     def config(self, spec: EnvSpec) -> dict[str, Any]:
         base = {"obs_dim": spec.obs_dim, "num_actions": spec.num_actions, "model": str(self.model)}
         if self.model == ModelKind.gpt:
-            return {**base, "context": self.context, "n_layer": self.n_layer,
-                    "n_head": self.n_head, "n_embd": self.n_embd, "dropout": self.dropout}
+            gpt = {**base, "context": self.context, "n_layer": self.n_layer, "n_head": self.n_head,
+                   "n_embd": self.n_embd, "dropout": self.dropout, "tokens": str(self.tokens)}
+            if self.tokens == Tokens.feature:
+                gpt.update(feature_embed=str(self.feature_embed), feature_id=self.feature_id,
+                           readout=str(self.readout), time_layers=self.time_layers)
+            if self.tokens == Tokens.seed:  # the original's choices, whatever else was given
+                gpt.update(feature_id=False, readout="flat", prev_action=False)
+            return gpt
         return {**base, "hidden": self.hidden, "n_layer": self.n_layer, "context": self.stack}
 
 
@@ -79,8 +132,11 @@ def new_model(spec: EnvSpec, args: ModelArgs, data: Transitions, seed: int,
         config.update(extras or {})
     model = build_model(config)
     obs = data.obs.astype(np.float64)
-    if spec.obs_dtype == "uint8" and args.ram_norm == RamNorm.fixed:  # a fixed scale: bytes never
-        mean, std = np.zeros(spec.obs_dim), np.full(spec.obs_dim, 255.0)  # seen early stay sane
+    if spec.obs_dtype == "uint8" and (args.ram_norm == RamNorm.fixed or args.tokens == Tokens.seed):
+        mean, std = np.zeros(spec.obs_dim), np.full(spec.obs_dim, 255.0)  # a fixed scale: bytes never
+        # seen early stay sane (and the seed's values lie in [0, 1])
+    elif args.tokens == Tokens.seed:  # the seed's [0, 1], here over the first data's range
+        mean, std = obs.min(0), np.maximum(obs.max(0) - obs.min(0), 1e-3)
     else:  # early (random-policy) data understates how far later states range (CartPole's x):
         # scale so that the data's extremes land within +-5, not only by the std
         mean = obs.mean(0)
@@ -143,7 +199,7 @@ def check_size(config: dict[str, Any]) -> None:
 def _classes(config: dict[str, Any]) -> tuple[type[nn.Module], type]:
     kind = config.get("model")
     if kind == "gpt":
-        return GPT, GPTConfig
+        return (SeedGPT if config.get("tokens") == "seed" else GPT), GPTConfig
     if kind == "mlp":
         return MLP, MLPConfig
     raise UsageError(f"unknown model {kind!r}: use gpt or mlp")

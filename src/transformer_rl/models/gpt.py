@@ -2,6 +2,9 @@
 
 token_t = W_obs normalise(o_t) + E_action[a_{t-1}] + E_pos[t], pre-LayerNorm blocks with causal
 self-attention, then Q-values, policy logits and a value at every position.
+
+With ``tokens="feature"`` the step's embedding W_obs normalise(o_t) is instead read out of a
+small transformer across the observation's features, one token each (models/features.py).
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ class GPTConfig:
     rtg: bool = False
     rtg_scale: float = 1.0
     max_timestep: int = 0  # 0: no timestep embedding
+    # the token layout: "step" (one token per timestep), "feature" (one token per observation
+    # feature, attention across them, pooled into the step's token) or "seed" (the original
+    # Transformer-RL's, see models/features.py); checkpoints without the field are "step"
+    tokens: str = "step"
+    feature_embed: str = "linear"  # a feature's value: "linear" (of the normalised value) or "table" (bytes)
+    feature_id: bool = True  # add a learned embedding of which feature a token is (off: a set)
+    readout: str = "summary"  # features -> step token: "summary" token, "mean" pool, "flat" (the seed's)
+    time_layers: int = 1  # feature tokens with context > 1: causal blocks across steps (n_layer: across features)
     model: str = "gpt"
 
 
@@ -41,12 +52,12 @@ class ModelOutput:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, causal: bool = True):
         super().__init__()
         assert config.n_embd % config.n_head == 0
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
-        self.n_head, self.dropout = config.n_head, config.dropout
+        self.n_head, self.dropout, self.causal = config.n_head, config.dropout, causal
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, last: bool = False) -> torch.Tensor:
         """(B, T, C) -> (B, T, C); with ``last`` only the last position's query: (B, 1, C)."""
@@ -57,10 +68,20 @@ class CausalSelfAttention(nn.Module):
             q = q[:, :, -1:]  # align the single query with the first key)
             attn_mask = attn_mask[:, :, -1:] if attn_mask is not None else None
         y = F.scaled_dot_product_attention(  # (B, nh, Tq, hs)
-            q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None and not last,
+            q, k, v, attn_mask=attn_mask, is_causal=self.causal and attn_mask is None and not last,
             dropout_p=self.dropout if self.training else 0.0,
         )
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, q.shape[2], C))
+
+    def probs(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, C) -> (B, nh, T, T): the attention probabilities forward's fused kernel uses."""
+        B, T, C = x.shape
+        if attn_mask is None and self.causal:
+            attn_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        q, k, _ = self.c_attn(x).split(C, dim=2)
+        q, k = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k))  # (B, nh, T, hs)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        return (scores if attn_mask is None else scores.masked_fill(~attn_mask, float("-inf"))).softmax(-1)
 
 
 class MLPBlock(nn.Module):
@@ -89,10 +110,10 @@ class Gate(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, causal: bool = True):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, causal)
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLPBlock(config)
         self.gate_1 = Gate(config.n_embd) if config.gated else None
@@ -151,34 +172,50 @@ class PolicyModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def time_blocks(config: GPTConfig) -> int:
+    """Blocks across timesteps: n_layer for step tokens; for feature tokens time_layers, none
+    at context 1 (the n_layer blocks there run across features)."""
+    if config.tokens == "step":
+        return config.n_layer
+    return config.time_layers if config.context > 1 else 0
+
+
+def _init_module(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear) and not isinstance(module, Gate):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+
+def init_weights(model: nn.Module, n_layer: int) -> None:
+    """N(0, 0.02) weights, zero biases; GPT-2: scale the init of residual projections by
+    1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth; a
+    near-uniform initial policy."""
+    model.apply(_init_module)  # children before parents: the order the random draws follow
+    for name, p in model.named_parameters():
+        if name.endswith("c_proj.weight"):
+            nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+    nn.init.normal_(model.heads.pi.weight, std=0.01)
+
+
 class GPT(PolicyModel):
     def __init__(self, config: GPTConfig):
+        from transformer_rl.models.features import FeatureTokens  # it builds on Block
+
         super().__init__(config.obs_dim)
         self.config = config
-        self.wte = nn.Linear(config.obs_dim, config.n_embd)
+        self.wte = nn.Linear(config.obs_dim, config.n_embd) if config.tokens == "step" else FeatureTokens(config)
         self.wae = nn.Embedding(config.num_actions + 1, config.n_embd) if config.prev_action else None
         self.wpe = nn.Embedding(config.context, config.n_embd)
         self.wre = nn.Linear(1, config.n_embd) if config.rtg else None
         self.wte_t = nn.Embedding(config.max_timestep, config.n_embd) if config.max_timestep else None
         self.drop = nn.Dropout(config.dropout)
-        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.h = nn.ModuleList([Block(config) for _ in range(time_blocks(config))])
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.heads = Heads(config.n_embd, config.num_actions)
-        self.apply(self._init_weights)
-        # GPT-2: scale the init of residual projections by 1/sqrt(2 * n_layer) so the residual
-        # stream's variance does not grow with depth.
-        for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-        nn.init.normal_(self.heads.pi.weight, std=0.01)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear) and not isinstance(module, Gate):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        init_weights(self, config.n_layer)
 
     def forward(self, obs: torch.Tensor, prev_action: torch.Tensor, mask: torch.Tensor | None = None,
                 rtg: torch.Tensor | None = None, timestep: torch.Tensor | None = None,
@@ -198,17 +235,14 @@ class GPT(PolicyModel):
     def attention(self, obs: torch.Tensor, prev_action: torch.Tensor, mask: torch.Tensor | None = None,
                   rtg: torch.Tensor | None = None, timestep: torch.Tensor | None = None) -> torch.Tensor:
         """(n_layer, B, n_head, T, T): each block's attention probabilities, as its fused
-        attention computes them (for probes: which past steps each position reads)."""
+        attention computes them (for probes: which past steps each position reads). Feature
+        tokens: (n_layer, B, T, n_head, N, N), each step's attention across its N tokens."""
+        if self.config.tokens != "step":
+            return self.wte.attention(obs, self.norm)
         x, attn_mask = self._tokens(obs, prev_action, mask, rtg, timestep)
-        B, T, C = x.shape
-        if attn_mask is None:
-            attn_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril().expand(B, 1, T, T)
         maps = []
         for block in self.h:
-            q, k, _ = block.attn.c_attn(block.ln_1(x)).split(C, dim=2)
-            q, k = (t.view(B, T, block.attn.n_head, -1).transpose(1, 2) for t in (q, k))  # (B, nh, T, hs)
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-            maps.append(scores.masked_fill(~attn_mask, float("-inf")).softmax(-1))
+            maps.append(block.attn.probs(block.ln_1(x), attn_mask))
             x = block(x, attn_mask)
         return torch.stack(maps)
 
@@ -216,7 +250,8 @@ class GPT(PolicyModel):
         """The input tokens (B, T, C) and the attention mask (B, 1, T, T), or None: causal."""
         B, T, _ = obs.shape
         assert T <= self.config.context, f"window of {T} steps exceeds context {self.config.context}"
-        x = self.wte(self.norm(obs)) + self.wpe(torch.arange(T, device=obs.device))  # (B, T, C)
+        x = self.wte(self.norm(obs)) if self.config.tokens == "step" else self.wte(obs, self.norm)
+        x = x + self.wpe(torch.arange(T, device=obs.device))  # (B, T, C)
         if self.wae is not None:
             x = x + self.wae(prev_action)
         if self.wre is not None:

@@ -40,6 +40,7 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
     distributed.init(where.type)
     distributed.on_main(_check_out, out, overwrite)
     spec = EnvSpec.from_json(read_manifest(data_dir)["env"])
+    model_args.validate(spec)
     if init is None:
         check_size(model_args.config(spec))
     data = load(data_dir, newest_rows=config.replay_rows)
