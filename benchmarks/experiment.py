@@ -5,9 +5,16 @@ is committed as benchmarks/sweep/<workload>/<family>-<size>-s<seed>.json, which 
 the sweep resumable across sessions and machines: a finished result is skipped; an unfinished
 run whose directory is still there is resumed by the same `trl run` command (never shortened),
 one whose directory is gone starts again. `--jobs` runs that many at once, one process each.
+PPO runs are compact (`--keep-data none --keep-checkpoints last`: the same metrics, a few MB) and
+live in the repo while in flight, under benchmarks/sweep/<workload>/runs/, so that committing
+them carries them to the next machine; a finished one leaves its result and its best model
+(benchmarks/sweep/<workload>/checkpoints/). `--deadline M` stops every run cleanly M minutes from
+now (SIGTERM: each stays at its last evaluated iteration) for the same command to resume.
 
   .venv/bin/python benchmarks/experiment.py run --workload cartpole-dqn --jobs 2
   .venv/bin/python benchmarks/experiment.py run --workload cartpole-dqn --context 1,2,4,8,16 --jobs 2
+  .venv/bin/python benchmarks/experiment.py run --workload breakout-ppo-2m --jobs 2 --deadline 170
+  .venv/bin/python benchmarks/experiment.py status --workload breakout-ppo-2m   # done / in flight / queued
   .venv/bin/python benchmarks/experiment.py report     # the table and the plots of what is finished
   .venv/bin/python benchmarks/experiment.py sizes      # every configuration and its exact count
 
