@@ -401,3 +401,18 @@ def test_collect_through_an_alias_leaves_the_dataset_byte_identical(world, tmp_p
         assert invoke("collect", *CP, *STEPS, "--out", out).exit_code == 2
     assert snapshot(here) == before
     assert pc.sum(pq.read_table(here / "data" / "shard-000000.parquet")["reward"]).as_py() > 0
+
+
+def test_checkpoint_files_are_shared_like_the_rest(world):
+    """safetensors writes owner-only files; a checkpoint's files all follow the umask instead."""
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (world / "ckpt").iterdir()}
+    assert set(modes) >= {"model.safetensors", "optimizer.safetensors", "config.json"}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_envs_with_no_match_is_one_line():
+    result = invoke("envs", "zzz")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.strip() == "error: no env id contains 'zzz'; `trl envs` lists them all"

@@ -18,6 +18,9 @@ from typing import Any
 
 from transformer_rl.errors import Busy, UsageError
 
+_UMASK = os.umask(0)  # read once, at import (single-threaded): files get 0666 less the user's umask
+os.umask(_UMASK)
+
 LOCK = ".trl-lock"  # inside a dataset, run directory or checkpoint being written (a dot file: readers skip it)
 
 
@@ -114,6 +117,8 @@ def atomic_write_dir(path: Path, fill: Callable[[Path], None]) -> None:
     try:
         fill(tmp)
         for child in tmp.iterdir():
+            if child.is_file():  # some writers (safetensors) make owner-only files: share like the rest
+                os.chmod(child, 0o666 & ~_UMASK)
             with open(child, "rb") as f:
                 os.fsync(f.fileno())
         fsync_dir(tmp)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from transformer_rl.cli.common import ENV_PANEL, EnvOpt, console, err_console, stop, user_errors
+from transformer_rl.cli.common import ENV_PANEL, EnvOpt, console, err_console, print_error, stop, user_errors
 from transformer_rl.settings import Choice
 
 
@@ -119,4 +119,7 @@ def list_envs(
     from transformer_rl import envs
 
     ids = [i for i in envs.accepted_ids() if match.lower() in i.lower()]
+    if not ids:
+        print_error(f"no env id contains {match!r}; `trl envs` lists them all")
+        raise typer.Exit(1)
     console.print("\n".join(ids))
