@@ -258,7 +258,7 @@ def test_bad_input_is_one_line_and_touches_nothing(world, monkeypatch, args, wor
     ("collect", *CP, *STEPS, "--out", "ro/new"),
     ("collect", *CP, *STEPS, "--out", "ro/data", "--resume"),
     ("train", "--data", "data", "--out", "ro/ckpt", "--updates", "5"),
-    ("eval", "ro/ckpt", "--episodes", "2"),
+    ("eval", "ro/ckpt", "--episodes", "2", "--report", "ro/r.json"),
     ("run", "--root", "ro", "--name", "x"),
     ("bench", "--seconds", "0.1", "--num-envs", "2", "--json", "ro/b.json"),
 ], ids=["collect", "resume", "train", "eval", "run", "bench"])

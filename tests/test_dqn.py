@@ -58,10 +58,14 @@ def test_dqn_learns_cartpole_well_above_random(tmp_path):
 def test_train_eval_cli(tmp_path, cartpole_data):
     r = cli("train", "--data", cartpole_data, "--out", tmp_path / "ck", "--updates", "20")
     assert r.exit_code == 0, r.output
+    before = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    r = cli("eval", tmp_path / "ck", "--episodes", "3")
+    assert r.exit_code == 0 and '"episodes": 3' in r.output, r.output
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == before  # nothing written into it
     r = cli("eval", tmp_path / "ck", "--episodes", "5", "--record", tmp_path / "rec", "--gif",
-            tmp_path / "a.gif")
+            tmp_path / "a.gif", "--report", tmp_path / "report.json")
     assert r.exit_code == 0, r.output
-    report = json.loads((tmp_path / "ck" / "report.json").read_text())
+    report = json.loads((tmp_path / "report.json").read_text())
     assert report["episodes"] == 5 and report["min_return"] > 0
     assert cli("datasets", "verify", tmp_path / "rec").exit_code == 0
     assert (tmp_path / "a.gif").read_bytes()[:3] == b"GIF"

@@ -87,14 +87,15 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="Evaluation seed.")] = 1_000_000,
     record: Annotated[Path | None, typer.Option(help="Write the episodes as a dataset here.")] = None,
     gif: Annotated[Path | None, typer.Option(help="Write a GIF of the first episode here.")] = None,
-    report: Annotated[Path | None, typer.Option(help="report.json path (default: <CKPT>/report.json).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Also write the report as JSON here (without it: printed, "
+                                                "nothing written, the checkpoint left as it is).")] = None,
     mode: Annotated[EvalMode, typer.Option(help="greedy, or sample from the policy (not DQN).")]
     = EvalMode.greedy,
     target_return: Annotated[float | None, typer.Option(
         help="Decision Transformer: the return to play for (default: the best in its training data).")] = None,
     device: DeviceOpt = Device.auto,
 ) -> None:
-    """Play a checkpoint (greedily by default) and write report.json.
+    """Play a checkpoint (greedily by default) and print its report (--report: also as JSON).
 
     Example: trl eval runs/default/checkpoints/best --episodes 100 --gif cartpole.gif
     """
@@ -106,16 +107,19 @@ def eval_command(
     loaded = checkpoint.load(ckpt, optimizer=False, device=resolve_device(device))
     if loaded.algo == Algo.dt and target_return is None:
         target_return = float(loaded.learner_state.get("best_return", 0.0))
-    report = report or ckpt / "report.json"
-    check_output_json(report, "eval-report", "--report")
+    if report is not None:
+        check_output_json(report, "eval-report", "--report")
     result = evaluate(loaded.model, loaded.spec, loaded.algo, episodes=episodes, seed=seed,
                       record=record, gif=gif, producer={"checkpoint": str(ckpt)}, mode=mode,
                       target_return=target_return)
-    write_output_json(report, result, "eval-report", "--report")
+    if report is not None:
+        write_output_json(report, result, "eval-report", "--report")
+    else:
+        console.print_json(json.dumps(result))
     aim = f" (target {target_return:g})" if target_return is not None else ""
     console.print(f"{result['episodes']} episodes{aim}: return {result['mean_return']:.1f} ± "
                   f"{result['std_return']:.1f} (min {result['min_return']:.0f}, max "
-                  f"{result['max_return']:.0f}); report -> {report}")
+                  f"{result['max_return']:.0f})" + (f"; report -> {report}" if report is not None else ""))
 
 
 @app.command("run")
