@@ -65,7 +65,7 @@ WORKLOADS = {
     "pong-ppo-2m": ("Pong-ram", "ppo", []),
     "seaquest-ppo-2m": ("Seaquest-ram", "ppo", []),
     # a minute-long check of the ledger itself (tests/test_compact.py)
-    "cartpole-ppo-smoke": ("CartPole-v1", "ppo", ["--iterations", "60", "--eval-every", "10", "--eval-episodes", "8",
+    "cartpole-ppo-smoke": ("CartPole-v1", "ppo", ["--iterations", "60", "--eval-every", "10", "--eval-episodes", "4",
                                                   "--stop-at", "1000"]),
 }
 

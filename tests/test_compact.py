@@ -31,7 +31,7 @@ def test_a_compact_run_killed_anywhere_resumes_on_another_root(tmp_path):
         proc = subprocess.Popen(ppo_run(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while not (root / "c" / "state.json").exists() and proc.poll() is None:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0, 6))
+        time.sleep(rng.uniform(0, 4))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         moved = tmp_path / f"machine-{rng.randrange(10**6)}"

@@ -111,7 +111,7 @@ def breakout_ckpt(tmp_path_factory, breakout_data) -> Path:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_eval_record_leaves_no_recording(tmp_path, breakout_ckpt, sig):
-    proc = start("eval", breakout_ckpt, "--episodes", 64, "--mode", "sample", "--record", "rec", "--report",
+    proc = start("eval", breakout_ckpt, "--episodes", 16, "--mode", "sample", "--record", "rec", "--report",
                  "r.json", cwd=tmp_path)
     wait_for_lock(tmp_path / "rec", proc)
     time.sleep(0.5)
