@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(VENV)/bin/trl run --env CartPole-v1 --algo dqn --model gpt --name cartpole-dqn-gpt
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2  # two workers: most tests wait on processes and EnvPool
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m pytest benchmarks -q
