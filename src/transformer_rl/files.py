@@ -98,8 +98,7 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:  # name the file the error is about
-            e.filename = str(path)
+        _name_the_file(e, path)
         raise
     fsync_dir(path.parent)
 
@@ -124,8 +123,7 @@ def atomic_write_dir(path: Path, fill: Callable[[Path], None]) -> None:
         fsync_dir(tmp)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = str(path)
+        _name_the_file(e, path)
         raise
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -133,6 +131,12 @@ def atomic_write_dir(path: Path, fill: Callable[[Path], None]) -> None:
     os.replace(tmp, path)
     fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _name_the_file(error: BaseException, path: Path) -> None:
+    """An OSError that names no file (a full disk on write) names the one being written."""
+    if isinstance(error, OSError) and error.filename is None:
+        error.filename = str(path)
 
 
 def copy_dir(src: Path, dst: Path) -> None:
@@ -147,9 +151,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def check_output_json(path: Path, kind: str, option: str) -> None:
+def check_output_json(path: Path, kind: str, option: str) -> Path:
     """Refuse an output path that trl may not replace: a directory, a missing parent, or an
-    existing file that is not an earlier ``kind`` output of trl (its JSON says so)."""
+    existing file that is not an earlier ``kind`` output of trl (its JSON says so); the path,
+    resolved."""
     path = output_path(path, option)
     if path.is_dir():
         raise UsageError(f"{option} {path} is a directory; give a file path for the JSON")
@@ -160,12 +165,12 @@ def check_output_json(path: Path, kind: str, option: str) -> None:
     if path.exists() and not _is_output(path, kind):
         raise UsageError(f"{option} {path} exists and is not a trl {kind} file; choose another path "
                          "(trl only replaces its own earlier output)")
+    return path
 
 
 def write_output_json(path: Path, obj: dict[str, Any], kind: str, option: str) -> None:
     """Write a JSON output of ``kind`` atomically, after `check_output_json`."""
-    check_output_json(path, kind, option)
-    atomic_write_json(output_path(path, option), {"trl_output": kind, **obj})
+    atomic_write_json(check_output_json(path, kind, option), {"trl_output": kind, **obj})
 
 
 def _is_output(path: Path, kind: str) -> bool:
