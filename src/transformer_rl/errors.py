@@ -2,7 +2,10 @@
 
 
 class UsageError(Exception):
-    """Bad input: the message is one line that names the problem and the fix (exit code 2)."""
+    """Bad input: the message is one line that names the problem and the fix (exit code 2).
+    From the Python API, ``parameter`` names the argument at fault (None when none is)."""
+
+    parameter: str | None = None
 
 
 class DamagedData(UsageError):
