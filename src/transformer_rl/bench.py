@@ -86,9 +86,14 @@ def collection(spec: EnvSpec, num_envs: int, seconds: float, batch_size: int | N
 
 
 def run_bench(env_id: str, num_envs_list: list[int], *, include_async: bool = True,
-              seconds: float = 2.0, rounds: int = 3) -> list[dict[str, Any]]:
+              seconds: float = 2.0, rounds: int = 3, progress=None) -> list[dict[str, Any]]:
+    """Every mode at every pool size, ``rounds`` interleaved rounds each; ``progress(done, total)``
+    after each measurement."""
     spec = resolve(env_id)
     rows = []
+    per_size = 2 + (0 if spec.is_ram else 1)
+    total = rounds * sum(per_size + (2 if include_async and n >= 2 else 0) for n in num_envs_list)
+    done = 0
     for n in num_envs_list:
         modes: dict[str, Any] = {
             "envpool sync": lambda n=n: raw_envpool(spec, n, seconds),
@@ -105,6 +110,9 @@ def run_bench(env_id: str, num_envs_list: list[int], *, include_async: bool = Tr
                 value = fn()
                 if value is not None:
                     results[mode].append(value)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
         medians = {m: float(np.median(v)) for m, v in results.items() if v}
         for mode, value in medians.items():
             base = medians["envpool async" if "async" in mode else "envpool sync"]

@@ -25,8 +25,9 @@ from transformer_rl.train import LEARNERS, model_extras, new_learner
 from transformer_rl.train.learner import Snapshot
 
 
-def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
-    """The whole loop; resumes runs/<name> after its last complete iteration."""
+def run(cfg: RunConfig, *, log=print, progress=None) -> dict[str, Any]:
+    """The whole loop; resumes runs/<name> after its last complete iteration. ``progress``
+    (rank 0 only) is called with each iteration's metrics row as it is written."""
     cfg.validate()
     spec = resolve(cfg.env)
     stop_at = cfg.stop_at if cfg.stop_at is not None else reward_threshold(spec)
@@ -34,16 +35,16 @@ def run(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     distributed.init(device.type)
     local = rank_share(cfg)  # under torchrun: this rank's envs, steps and minibatch
     if not distributed.is_main():
-        log = _quiet
+        log = progress = _quiet
     run_dir = RunDir(cfg)
     run_dir.state = distributed.on_main(run_dir.open, spec, log)
     try:
-        return _loop(cfg, spec, run_dir, local, device, stop_at, log)
+        return _loop(cfg, spec, run_dir, local, device, stop_at, log, progress or _quiet)
     finally:
         run_dir.close()
 
 
-def _loop(cfg: RunConfig, spec, run_dir: RunDir, local: RunConfig, device: torch.device, stop_at, log):
+def _loop(cfg: RunConfig, spec, run_dir: RunDir, local: RunConfig, device: torch.device, stop_at, log, progress):
     state = run_dir.state
     learner = run_dir.resume_learner(spec, device, local.learner)
     if learner is not None:
@@ -94,6 +95,7 @@ def _loop(cfg: RunConfig, spec, run_dir: RunDir, local: RunConfig, device: torch
             row["wall_s"] = round(state["wall_s"], 2)
             if distributed.is_main():
                 run_dir.append_metrics(row)
+                progress(row)
             if not evaluate_now:
                 state["iteration"] = it  # in memory only: a crash resumes from the last evaluation
                 continue

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from transformer_rl.cli.base import base_app
-from transformer_rl.cli.common import EnvOpt, console, err_console, stop, user_errors
+from transformer_rl.cli.common import EnvOpt, console, progress_bar, stop, user_errors
 from transformer_rl.cli.options import with_settings
 from transformer_rl.config import PRESETS, RunConfig
 from transformer_rl.errors import UsageError
@@ -30,16 +29,33 @@ DeviceOpt = Annotated[Device, typer.Option(help="Where the model runs: auto (cud
                                                 "cpu or cuda.")]
 
 
+# what the training bar counts and what its loss is: a DQN/DT/BC update is one minibatch of
+# windows; a PPO update is every minibatch of every epoch over the rollout
+BAR_UNITS = {Algo.ppo: ("minibatch steps", "policy loss (last minibatch)")}
+BAR_DEFAULT = ("updates", "loss (mean of the last 50 updates)")
+
+
 def _train_progress(algo: Algo):
-    progress = Progress(TextColumn(f"[bold]train {algo}"), BarColumn(),
-                        TextColumn("{task.completed}/{task.total} updates  loss {task.fields[loss]:.4f}"),
-                        TimeElapsedColumn(), console=err_console, disable=console.quiet)
-    task = progress.add_task("train", total=None, loss=0.0)
+    unit, loss = BAR_UNITS.get(algo, BAR_DEFAULT)
+    progress, bar = progress_bar(f"train {algo}", "{task.completed}/{task.total} " + unit,
+                                 loss + " {task.fields[loss]:.4f}", loss=0.0)
 
     def update(done: int, total: int, metrics: dict) -> None:
-        if not progress.live.is_started:
-            progress.start()
-        progress.update(task, completed=done, total=total, loss=metrics["loss"])
+        bar(done, total=total, loss=metrics["loss"])
+
+    return progress, update
+
+
+def _run_progress(cfg: RunConfig):
+    """env steps of the budget, the iteration, the last evaluation, the time left."""
+    progress, bar = progress_bar(f"run {cfg.name}", "{task.completed:,}/{task.total:,} env steps",
+                                 "iteration {task.fields[iteration]}/" + str(cfg.iterations),
+                                 "last eval {task.fields[last_eval]}", eta=True,
+                                 total=cfg.iterations * cfg.steps_per_iteration, iteration=0, last_eval="-")
+
+    def update(row: dict) -> None:
+        shown = {"last_eval": f"{row['eval/mean_return']:.1f}"} if "eval/mean_return" in row else {}
+        bar(row["env_steps"], iteration=row["iteration"], **shown)
 
     return progress, update
 
@@ -76,7 +92,7 @@ def train(
     finally:
         stop(progress)
     shown = "  ".join(f"{k.split('/')[-1]} {result[k]:.4g}" for k in LEARNERS[algo][1].log_keys if k in result)
-    console.print(f"{result['parameters']:,} parameters; {shown}; checkpoint -> {out}")
+    console.print(f"{result['parameters']:,} parameters; mean over the training: {shown}; checkpoint -> {out}")
 
 
 @app.command("eval")
@@ -109,9 +125,13 @@ def eval_command(
         target_return = float(loaded.learner_state.get("best_return", 0.0))
     if report is not None:
         check_output_json(report, "eval-report", "--report")
-    result = evaluate(loaded.model, loaded.spec, loaded.algo, episodes=episodes, seed=seed,
-                      record=record, gif=gif, producer={"checkpoint": str(ckpt)}, mode=mode,
-                      target_return=target_return)
+    progress, update = progress_bar("eval", "{task.completed}/{task.total} episodes", total=episodes)
+    try:
+        result = evaluate(loaded.model, loaded.spec, loaded.algo, episodes=episodes, seed=seed,
+                          record=record, gif=gif, producer={"checkpoint": str(ckpt)}, mode=mode,
+                          target_return=target_return, progress=update)
+    finally:
+        stop(progress)
     if report is not None:
         write_output_json(report, result, "eval-report", "--report")
     else:
@@ -149,7 +169,11 @@ def run_command(
 
     cfg = RunConfig.create(env, algo, name=name, root=root, seed=seed, init=init, seed_data=seed_data,
                            **(given or {}))
-    report = run(cfg, log=console.print)
+    progress, update = _run_progress(cfg)
+    try:
+        report = run(cfg, log=console.print, progress=update)  # in a terminal, log lines print above the bar
+    finally:
+        stop(progress)
     best = report["best"] or {}
     console.print_json(json.dumps({k: report[k] for k in ("env", "algo", "model", "parameters",
                                                            "iterations", "env_steps", "wall_s",
@@ -181,7 +205,12 @@ def bench(
     check_value("rounds", rounds, Range(ge=1, le=1000))
     if json_path is not None:
         check_output_json(json_path, "bench", "--json")
-    rows = run_bench(env, sizes, include_async=async_, seconds=seconds, rounds=rounds)
+    progress, update = progress_bar("bench", "{task.completed}/{task.total} measurements")
+    try:
+        rows = run_bench(env, sizes, include_async=async_, seconds=seconds, rounds=rounds,
+                         progress=lambda done, total: update(done, total=total))
+    finally:
+        stop(progress)
     table = Table("env", "num_envs", "mode", "steps/s", "x envpool (same mode)")
     for r in rows:
         table.add_row(r["env"], str(r["num_envs"]), r["mode"], f"{r['steps_per_s']:,}", f"{r['ratio']:.2f}")

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from transformer_rl.cli.common import ENV_PANEL, EnvOpt, console, err_console, print_error, stop, user_errors
+from transformer_rl.cli.common import ENV_PANEL, EnvOpt, console, print_error, progress_bar, stop, user_errors
 from transformer_rl.settings import Choice
 
 
@@ -29,32 +28,16 @@ FrameSkipOpt = Annotated[
 
 
 def _collect_progress(total: int, unit: str):
-    progress = Progress(
-        TextColumn("[bold]collect"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} " + unit),
-        TextColumn("{task.fields[sps]:,.0f} steps/s"),
-        TextColumn("{task.fields[episodes]:,} episodes"),
-        TextColumn("return {task.fields[mean_return]:.1f}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=console.quiet,  # a torchrun rank other than 0
-        transient=False,
-    )
-    task = progress.add_task("collect", total=total, sps=0.0, episodes=0, mean_return=0.0)
+    progress, bar = progress_bar("collect", "{task.completed:,}/{task.total:,} " + unit,
+                                 "{task.fields[sps]:,.0f} steps/s", "{task.fields[episodes]:,} episodes",
+                                 "return {task.fields[mean_return]:.1f}", total=total, sps=0.0, episodes=0,
+                                 mean_return=0.0)
 
     def update(stats, already: int = 0) -> None:
-        if not progress.live.is_started:  # started on first news, so errors print alone
-            progress.start()
         recent = stats.returns[-100:]
         done = stats.rows if unit == "steps" else stats.episodes
-        progress.update(
-            task,
-            completed=min(total, already + done),
-            sps=stats.steps_per_s,
-            episodes=stats.episodes,
-            mean_return=sum(recent) / len(recent) if recent else 0.0,
-        )
+        bar(min(total, already + done), sps=stats.steps_per_s, episodes=stats.episodes,
+            mean_return=sum(recent) / len(recent) if recent else 0.0)
 
     return progress, update
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
 from transformer_rl.errors import UsageError
@@ -91,3 +91,22 @@ EnvOpt = Annotated[
 def stop(progress: Progress) -> None:
     if progress.live.is_started:  # stopping a bar that never started prints a blank line
         progress.stop()
+
+
+def progress_bar(title: str, *columns: str, total: float | None = None, eta: bool = False, **fields):
+    """A rich bar on stderr (rank 0 only): ``title``, the bar, then each of ``columns`` (a format
+    of ``task.completed``, ``task.total`` and ``task.fields``), elapsed time and with ``eta`` the
+    time left. Returns (progress, update): ``update(completed, total=..., **fields)`` starts it on
+    first news, so that an error before any work prints alone. Stop it with ``stop(progress)``."""
+    parts = [TextColumn(f"[bold]{title}"), BarColumn(), *(TextColumn(c) for c in columns), TimeElapsedColumn()]
+    if eta:
+        parts.append(TimeRemainingColumn())
+    progress = Progress(*parts, console=err_console, disable=console.quiet, speed_estimate_period=600)
+    task = progress.add_task(title, total=total, **fields)
+
+    def update(completed: float, **changes) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=completed, **changes)
+
+    return progress, update

@@ -11,6 +11,7 @@ import io
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,11 @@ def evaluate(
     producer: dict[str, Any] | None = None,
     mode: str = "greedy",
     target_return: float | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Play ``episodes`` episodes, greedy or sampled from the policy (not DQN); a Decision
-    Transformer plays for ``target_return``. Returns the report (and writes the recording / GIF)."""
+    Transformer plays for ``target_return``. Returns the report (and writes the recording / GIF).
+    ``progress`` is called with the number of episodes finished as they finish."""
     mode = EvalMode(mode)
     if mode == EvalMode.sample and algo == "dqn":
         raise UsageError("--mode sample needs a policy; this is a DQN checkpoint: use greedy")
@@ -70,7 +73,8 @@ def evaluate(
                                  producer=policy.describe(), shard_rows=cfg.shard_rows, append=False)
         # a recording is all the episodes or nothing: a failure or a signal removes it
         with removed_on_failure(out, writer.created):
-            stats = collect(spec, out, policy, cfg, writer=writer)
+            stats = collect(spec, out, policy, cfg, writer=writer,
+                            progress=None if progress is None else lambda stats: progress(stats.episodes))
             wall = time.perf_counter() - start
             if gif is not None:
                 write_gif(out, spec, gif)
