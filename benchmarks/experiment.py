@@ -250,19 +250,24 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
 
 
 def report(plots: Path) -> None:
+    """Print every workload's table and verdict, draw its plot, and write both into the marked
+    blocks of README.md and benchmarks/RESULTS.md (sweep_report.py)."""
+    from sweep_report import block, preset_table, write_blocks
+
+    repo = Path(__file__).resolve().parent.parent
+    readme, results_md = {"presets": preset_table()}, {}
     for workload, results in load_results().items():
         rows = summary(results)
-        print(f"\n### {workload}\n")
-        print("| family | size | K | parameters | seeds | solved | final score (100 ep) | env steps | wall s |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        for r in rows:
-            solved = "-" if r["stop_at"] is None else f"{r['solved']}/{r['seeds']}"
-            k = r["context"] or ("8" if model_kind(r["family"]) == "gpt" else "1")
-            print(f"| {r['family']} | {r['size']} | {k} | {r['parameters']:,} | {r['seeds']} | {solved} | "
-                  f"{r['final'][0]:.1f} ± {r['final'][1]:.1f} | {r['env_steps'][0]:,.0f} ± {r['env_steps'][1]:,.0f} | "
-                  f"{r['wall_s'][0]:.0f} ± {r['wall_s'][1]:.0f} |")
-        plot(workload, rows, plots / f"sweep_{workload}.png")
-        print(f"\nplot: {plots / f'sweep_{workload}.png'}")
+        png = plots / f"sweep_{workload}.png"
+        plot(workload, rows, png)
+        print(f"\n### {workload}\n\n{block(workload, rows, None)}\n\nplot: {png}")
+        where = png.resolve()
+        inside = where.is_relative_to(repo)
+        readme[workload] = block(workload, rows, str(where.relative_to(repo)) if inside else None)
+        results_md[workload] = block(workload, rows, "../" + str(where.relative_to(repo)) if inside else None)
+    for path, blocks in ((repo / "README.md", readme), (repo / "benchmarks" / "RESULTS.md", results_md)):
+        written = write_blocks(path, blocks)
+        print(f"{path.name}: {', '.join(written) or 'no marked blocks'}")
 
 
 def sizes() -> None:

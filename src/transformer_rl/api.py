@@ -193,16 +193,19 @@ def train_model(data: str | Path, out: str | Path, *, algo: str = "dqn", init: s
 
 @_python_errors
 def evaluate_checkpoint(checkpoint: str | Path, *, episodes: int = 100, seed: int = 1_000_000,
-                        record: str | Path | None = None, gif: str | Path | None = None, mode: str = "greedy",
+                        record: str | Path | None = None, gif: str | Path | None = None, gif_frames: int = 600,
+                        mode: str = "greedy",
                         target_return: float | None = None, device: str = "auto") -> dict[str, Any]:
     """`trl eval`: play ``episodes`` episodes, one per env, and return the report (what
-    `trl eval --report` writes); ``record`` writes them as a dataset, ``gif`` the first."""
+    `trl eval --report` writes); ``record`` writes them as a dataset, ``gif`` the first (at most
+    ``gif_frames`` frames)."""
     from transformer_rl.evaluate.evaluate import evaluate
 
     policy = _load_policy(checkpoint, device=device, num_envs=1, mode=mode, target_return=target_return)
     loaded = policy.checkpoint
     return evaluate(loaded.model, loaded.spec, loaded.algo, episodes=episodes, seed=seed,
                     record=None if record is None else Path(record), gif=None if gif is None else Path(gif),
+                    gif_frames=gif_frames,
                     producer={"checkpoint": str(checkpoint)}, mode=mode, target_return=policy.target_return)
 
 

@@ -31,7 +31,8 @@ def _main(
 
 def base_app() -> typer.Typer:
     app = typer.Typer(
-        help="Teach GPT-style transformers to play games: collect, train, eval, run.",
+        help="Teach GPT-style transformers to play games: collect, train, eval, run.\n\n"
+             "Example: trl run --env CartPole-v1 --algo dqn --model gpt --name cartpole-s0",
         no_args_is_help=True,
         cls=OneLineErrors,
         pretty_exceptions_enable=False,

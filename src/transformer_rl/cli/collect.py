@@ -98,7 +98,10 @@ def collect(
 def list_envs(
     match: Annotated[str, typer.Argument(help="Only ids containing this text.")] = "",
 ) -> None:
-    """List the env ids trl accepts (Atari games as <Game>-ram)."""
+    """List the env ids trl accepts (Atari games as <Game>-ram); no match is an error (exit 1).
+
+    Example: trl envs ram
+    """
     from transformer_rl import envs
 
     ids = [i for i in envs.accepted_ids() if match.lower() in i.lower()]

@@ -51,13 +51,16 @@ def _options(panels: dict[str, dict[str, type]], presets: dict[Any, dict[str, An
             types = get_type_hints(cls)
             for f in fields(cls):
                 if is_setting(f):
-                    entry = found.setdefault(f.name, {"type": types[f.name], "panel": panel, "by": {}})
+                    entry = found.setdefault(f.name, {"type": types[f.name], "panel": panel, "by": {},
+                                                      "of": len(classes)})
                     entry["by"][label] = (f.metadata["help"], default_of(f))
     options = {}
     for name, entry in found.items():
         by = entry["by"]
         helps = {h for h, _ in by.values()}
         text = helps.pop() if len(helps) == 1 else " ".join(f"{k.upper()}: {h}" for k, (h, _) in by.items())
+        if entry["of"] > 1 and len(helps) == 0:  # a panel of algorithms: say which this option is for
+            text = f"({', '.join(by)}) {text}"
         defaults = {_show(d) for _, d in by.values()}
         shown = defaults.pop() if len(defaults) == 1 else ", ".join(f"{k} {_show(d)}" for k, (_, d) in by.items())
         overrides = [f"{' '.join(map(str, key))} {_show(p[name])}" for key, p in presets.items() if name in p]

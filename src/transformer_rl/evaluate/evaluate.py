@@ -24,7 +24,7 @@ from transformer_rl.datasets.writer import open_for_append
 from transformer_rl.envs import EnvSpec, make_pool
 from transformer_rl.errors import UsageError
 from transformer_rl.files import atomic_write_bytes, output_path, removed_on_failure
-from transformer_rl.settings import ENVS, EvalMode, check_seed, check_value
+from transformer_rl.settings import ENVS, EvalMode, Range, check_seed, check_value
 
 
 def evaluate(
@@ -36,6 +36,7 @@ def evaluate(
     seed: int = 1_000_000,
     record: Path | None = None,
     gif: Path | None = None,
+    gif_frames: int = 600,
     producer: dict[str, Any] | None = None,
     mode: str = "greedy",
     target_return: float | None = None,
@@ -57,6 +58,7 @@ def evaluate(
     out = output_path(record, "--record") if record is not None else None
     if out is not None and out.exists():
         raise UsageError(f"--record {record} already exists; choose a new directory")
+    check_value("gif_frames", gif_frames, Range(ge=1, le=100_000))
     if gif is not None:
         gif = output_path(gif, "--gif")
         check_gif(gif, spec)
@@ -77,7 +79,7 @@ def evaluate(
                             progress=None if progress is None else lambda stats: progress(stats.episodes))
             wall = time.perf_counter() - start
             if gif is not None:
-                write_gif(out, spec, gif)
+                write_gif(out, spec, gif, max_frames=gif_frames)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
