@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -14,6 +17,7 @@ from transformer_rl.cli.app import app
 from transformer_rl.collect.policies import RandomPolicy
 from transformer_rl.collect.rollout import CollectConfig, collect
 from transformer_rl.datasets import Transitions
+from transformer_rl.datasets.format import MANIFEST, MANIFEST_KEY
 
 CARTPOLE_STEPS = 4000
 BREAKOUT_STEPS = 300
@@ -48,6 +52,24 @@ def snapshot(path: Path) -> dict[str, tuple[bytes, int]]:
         for p in sorted(path.rglob("*"))
         if p.is_file()
     }
+
+
+def raw_manifest(root: Path) -> dict:
+    """A dataset's manifest as stored, unchecked (the JSON in _manifest.parquet's metadata)."""
+    return json.loads(pq.read_schema(Path(root) / MANIFEST).metadata[MANIFEST_KEY])
+
+
+def write_raw_manifest(root: Path, text: str) -> None:
+    """Replace a dataset's manifest JSON by ``text``, unchecked, in a valid _manifest.parquet."""
+    path = Path(root) / MANIFEST
+    schema = pq.read_schema(path)
+    pq.write_table(schema.with_metadata({**schema.metadata, MANIFEST_KEY: text.encode()}).empty_table(), path)
+
+
+def edit_raw_manifest(root: Path, change: Callable[[dict], None]) -> None:
+    manifest = raw_manifest(root)
+    change(manifest)
+    write_raw_manifest(root, json.dumps(manifest))
 
 
 def random_collect(spec: envs.EnvSpec, out: Path, seed: int = 0, *, append: bool = False,

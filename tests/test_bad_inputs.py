@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import snapshot
+from conftest import edit_raw_manifest, snapshot
 from transformer_rl.cli.app import app
 from transformer_rl.envs import resolve
 
@@ -101,7 +101,7 @@ CASES = [
     # eval
     ("eval-missing", ("eval", "nope"), ["not a trl checkpoint"]),
     ("eval-dataset", ("eval", "data"), ["not a trl checkpoint"]),
-    ("eval-report-manifest", ("eval", "ckpt", "--episodes", "2", "--report", "data/manifest.json"),
+    ("eval-report-manifest", ("eval", "ckpt", "--episodes", "2", "--report", "data/_manifest.parquet"),
      ["not a trl eval-report"]),
     ("eval-report-notes", ("eval", "ckpt", "--episodes", "2", "--report", "notes.txt"), ["not a trl eval-report"]),
     ("eval-report-dir", ("eval", "ckpt", "--episodes", "2", "--report", "stuff"), ["is a directory"]),
@@ -174,7 +174,7 @@ CASES = [
     ("bench-seconds-nan", ("bench", "--seconds", "nan"), ["--seconds nan"]),
     ("bench-seconds-zero", ("bench", "--seconds", "0"), ["--seconds 0"]),
     ("bench-rounds-zero", ("bench", "--rounds", "0"), ["--rounds 0"]),
-    ("bench-json-manifest", ("bench", "--seconds", "0.1", "--json", "data/manifest.json"), ["not a trl bench"]),
+    ("bench-json-manifest", ("bench", "--seconds", "0.1", "--json", "data/_manifest.parquet"), ["not a trl bench"]),
     ("bench-json-dir", ("bench", "--seconds", "0.1", "--json", "stuff"), ["is a directory"]),
     ("bench-num-envs-zero", ("bench", "--num-envs", "0,8"), ["--num-envs", "positive"]),
     ("bench-num-envs-text", ("bench", "--num-envs", "a,b"), ["--num-envs", "integers"]),
@@ -207,9 +207,7 @@ def world(tmp_path_factory, cartpole_data, breakout_data) -> Path:
     for name, edit in (("missing-key", lambda m: m.pop("shards")), ("future", lambda m: m.update(format_version=99)),
                        ("escaping", lambda m: m["shards"][0].update(file="../notes.txt"))):
         shutil.copytree(cartpole_data, root / name)
-        manifest = json.loads((root / name / "manifest.json").read_text())
-        edit(manifest)
-        (root / name / "manifest.json").write_text(json.dumps(manifest))
+        edit_raw_manifest(root / name, edit)
     cwd = os.getcwd()
     os.chdir(root)
     try:

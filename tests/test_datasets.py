@@ -87,7 +87,7 @@ def test_next_obs(cartpole_data, breakout_data):
 def test_episode_returns_match_pandas(cartpole_data, breakout_data):
     for root in (cartpole_data, breakout_data):
         d = load(root)
-        df = pd.read_parquet(root, columns=["episode_id", "reward"], ignore_prefixes=["manifest"])
+        df = pd.read_parquet(root, columns=["episode_id", "reward"])
         sums = df.groupby("episode_id")["reward"].sum()
         np.testing.assert_array_equal(sums.index.to_numpy(), np.arange(d.num_episodes))
         np.testing.assert_allclose(d.episode_returns(), sums.to_numpy(), rtol=0, atol=1e-4)

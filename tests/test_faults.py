@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli, one_line_error, snapshot
+from conftest import cli, one_line_error, snapshot, write_raw_manifest
 from transformer_rl.datasets import load, read_manifest
 from transformer_rl.datasets.checks import validate, verify
 from transformer_rl.datasets.format import sha256_file
@@ -134,11 +134,11 @@ def test_damaged_shard_fails_validation_naming_it(tmp_path, cartpole_data, kind,
 
 def test_damaged_manifest_is_a_usage_error(tmp_path, cartpole_data):
     root = copy_dataset(cartpole_data, tmp_path / "m")
-    (root / "manifest.json").write_text('{"format": "trl-dataset", ')
+    write_raw_manifest(root, '{"format": "trl-dataset", ')
     assert "not valid JSON" in one_line_error(cli("datasets", "info", root))
     for command in ("validate", "verify"):  # a damaged dataset fails the check: exit 1
         assert "not valid JSON" in one_line_error(cli("datasets", command, root), code=1)
-    (root / "manifest.json").write_text('{"format": "trl-dataset", "format_version": 99}')
+    write_raw_manifest(root, '{"format": "trl-dataset", "format_version": 99}')
     assert "version 99" in one_line_error(cli("datasets", "validate", root))
     line = one_line_error(cli(*CARTPOLE, "--steps", 10, "--out", root, "--resume"))
     assert "version" in line
@@ -216,7 +216,7 @@ def test_sigkill_leaves_a_valid_dataset_and_resume_loses_nothing(tmp_path):
     d = load(out)
     m = read_manifest(out)
     assert len(d) >= KILL_STEPS and len(m["segments"]) == 4
-    assert sorted(p.name for p in out.glob("*.parquet")) == [s["file"] for s in m["shards"]]
+    assert sorted(p.name for p in out.glob("shard-*.parquet")) == [s["file"] for s in m["shards"]]
     ids, counts = np.unique(d.episode_id, return_counts=True)
     np.testing.assert_array_equal(ids, np.arange(d.num_episodes))  # 0..E-1, no duplicates
     assert (counts == np.diff(d.episode_rows)).all()

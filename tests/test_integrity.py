@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import snapshot
+from conftest import edit_raw_manifest, snapshot, write_raw_manifest
 from transformer_rl.cli.app import app
 from transformer_rl.datasets.format import sha256_file
 from transformer_rl.envs import resolve
@@ -61,9 +61,8 @@ def rewrite_shard(change: Callable[[pa.Table], pa.Table], shard: int = 1) -> Cal
     def edit(root: Path) -> None:
         path = root / f"shard-{shard:06d}.parquet"
         pq.write_table(change(pq.read_table(path)), path)
-        manifest = json.loads((root / "manifest.json").read_text())
-        manifest["shards"][shard].update(bytes=path.stat().st_size, sha256=sha256_file(path))
-        (root / "manifest.json").write_text(json.dumps(manifest))
+        edit_raw_manifest(root, lambda m: m["shards"][shard].update(bytes=path.stat().st_size,
+                                                                    sha256=sha256_file(path)))
     return edit
 
 
@@ -207,11 +206,31 @@ def test_tampered_shards_are_refused_by_their_readers(cartpole_data, tmp_path, m
 
 # -- usage errors: (id, edit of the world or None, arguments, words) -----------------------------
 
-MANIFEST = "data-copy/manifest.json"
-
-
 def manifest(change: Callable[[dict], None]):
-    return ("data-copy", edit_json("manifest.json", change))
+    return ("data-copy", lambda root: edit_raw_manifest(root, change))
+
+
+def manifest_file(make: Callable[[Path], bytes]):
+    """The dataset's _manifest.parquet replaced by ``make(its path)``."""
+    return ("data-copy", lambda root: (root / "_manifest.parquet").write_bytes(make(root / "_manifest.parquet")))
+
+
+def manifest_with_rows(path: Path) -> bytes:
+    """A manifest file that also holds one row: readers of the folder would see it."""
+    table = pq.read_table(path)
+    rows = pq.read_table(path.parent / "shard-000000.parquet").slice(0, 1).cast(table.schema)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.concat_tables([table, rows]), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def manifest_of_other_schema(path: Path, keep_manifest: bool = True) -> bytes:
+    """The manifest file with its reward column float64 (and its manifest JSON, or none)."""
+    schema = pq.read_schema(path)
+    other = schema.set(schema.get_field_index("reward"), pa.field("reward", pa.float64(), nullable=False))
+    sink = pa.BufferOutputStream()
+    pq.write_table(other.with_metadata(schema.metadata if keep_manifest else {}).empty_table(), sink)
+    return sink.getvalue().to_pybytes()
 
 
 def ckpt(change: Callable[[dict], None], file: str = "config.json"):
@@ -287,8 +306,17 @@ CASES = [
     ("manifest-version-true", manifest(lambda m: m.update(format_version=True)), INFO, ["format_version"]),
     ("manifest-version-float", manifest(lambda m: m.update(format_version=1.0)), INFO, ["format_version"]),
     ("manifest-version-string", manifest(lambda m: m.update(format_version="1")), INFO, ["format_version", "'1'"]),
-    ("manifest-not-object", ("data-copy", write_text("manifest.json", "[1, 2]")), INFO, ["not a trl dataset manifest"]),
-    ("manifest-deep", ("data-copy", write_text("manifest.json", "[" * 100000 + "]" * 100000)), INFO, ["manifest"]),
+    ("manifest-not-object", ("data-copy", lambda root: write_raw_manifest(root, "[1, 2]")), INFO,
+     ["not a trl dataset manifest"]),
+    ("manifest-deep", ("data-copy", lambda root: write_raw_manifest(root, "[" * 100000 + "]" * 100000)), INFO,
+     ["manifest"]),
+    # the version-2 manifest file itself: cut off, holding rows, of another schema, claiming version 1
+    ("manifest-file-cut", manifest_file(lambda p: p.read_bytes()[:-40]), INFO, ["_manifest.parquet", "Parquet"]),
+    ("manifest-file-rows", manifest_file(manifest_with_rows), INFO, ["holds 1 rows"]),
+    ("manifest-file-schema", manifest_file(manifest_of_other_schema), INFO, ["schema"]),
+    ("manifest-file-no-json", manifest_file(lambda p: manifest_of_other_schema(p, keep_manifest=False)), INFO,
+     ["no trl manifest"]),
+    ("manifest-file-version-1", manifest(lambda m: m.update(format_version=1)), INFO, ["manifest.json"]),
     ("manifest-resume", manifest(lambda m: m["segments"][0].update(seed=10**30)),
      ("collect", *CP, "--steps", "99999", "--out", "data-copy", "--resume"), ["segments[0].seed"]),
     ("manifest-train", manifest(lambda m: m["env"]["config"].update(turbo=True)),

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from transformer_rl.datasets import read_manifest
 from transformer_rl.datasets.checks import verify
+from transformer_rl.errors import UsageError
 from transformer_rl.train import checkpoint
 
 DQN = ["--algo", "dqn", "--iterations", "4", "--steps-per-iteration", "600", "--num-envs", "4",
@@ -37,6 +39,13 @@ def _json(path: Path):
         return None
 
 
+def _manifest(root: Path):
+    try:
+        return read_manifest(root)
+    except (OSError, UsageError):  # not written yet, or being replaced
+        return None
+
+
 def phase(run_dir: Path) -> str:
     """What the run is doing, from its files: start, collect, train, evaluate or between."""
     state = _json(run_dir / "state.json")
@@ -45,7 +54,7 @@ def phase(run_dir: Path) -> str:
     it = state["iteration"] + 1
     if (run_dir / "evals" / f"iter-{it:03d}").exists():
         return "evaluate"
-    manifest = _json(run_dir / "data" / "manifest.json")
+    manifest = _manifest(run_dir / "data")
     if manifest is None:
         return "collect" if (run_dir / "data").exists() else "start"
     if len(manifest["shards"]) > state["shards"]:

@@ -117,7 +117,7 @@ def test_truncate_drops_later_shards_and_segments(tmp_path, cartpole_data):
     truncate(root, shards=1, segments=1)
     after = read_manifest(root)
     assert after["shards"] == before["shards"][:1] and after["segments"] == before["segments"][:1]
-    assert sorted(p.name for p in root.iterdir()) == ["manifest.json", before["shards"][0]["file"]]
+    assert sorted(p.name for p in root.iterdir()) == ["_manifest.parquet", before["shards"][0]["file"]]
     assert validate(root).ok and len(load(root)) == before["shards"][0]["rows"]
 
 

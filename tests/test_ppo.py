@@ -5,7 +5,7 @@ import numpy as np
 from conftest import cli
 from transformer_rl.collect.trace import Trace, rollout_transitions
 from transformer_rl.config import RunConfig
-from transformer_rl.datasets import load
+from transformer_rl.datasets import load, read_manifest
 from transformer_rl.datasets.checks import verify
 from transformer_rl.pipeline import run
 from transformer_rl.train import checkpoint
@@ -125,7 +125,7 @@ def test_overlap_plays_one_iteration_behind_and_is_deterministic(tmp_path):
     for name in ("a", "b"):
         run(RunConfig.create("CartPole-v1", "dqn", name=name, **settings), log=lambda *_: None)
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
-    segments = json.loads((tmp_path / "a" / "data" / "manifest.json").read_text())["segments"]
+    segments = read_manifest(tmp_path / "a" / "data")["segments"]
     assert [s["producer"].get("iteration") for s in segments] == [None, 0, 1]  # random, then one behind
     assert verify(tmp_path / "a" / "data").ok
 

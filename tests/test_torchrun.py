@@ -121,7 +121,7 @@ def test_sigkill_of_a_collecting_rank_then_resume_completes_one_dataset(tmp_path
     out = tmp_path / "data"
     args = [*TORCHRUN, "collect", "--env", "CartPole-v1", "--steps", 400_000, "--num-envs", 8, "--out", out,
             "--shard-rows", 20_000]
-    assert _kill_rank_when(args, 0, lambda: (out / "manifest.json").exists()
+    assert _kill_rank_when(args, 0, lambda: (out / "_manifest.parquet").exists()
                            and read_manifest(out)["shards"]) != 0
     assert validate_ok(out) and len(load(out)) < 400_000  # what it listed is whole
     r = subprocess.run([str(a) for a in [*args, "--resume"]], capture_output=True, text=True, timeout=300)

@@ -87,9 +87,10 @@ def removed_on_failure(path: Path, created: bool) -> Iterator[None]:
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+def atomic_write_bytes(path: Path, data: bytes | memoryview, *, hidden_tmp: bool = False) -> None:
+    """``hidden_tmp``: the temporary file's name starts with a dot (readers of a dataset folder skip it)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp" if hidden_tmp else path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -1,4 +1,4 @@
-"""`trl datasets ...`: list, info, validate, verify."""
+"""`trl datasets ...`: list, info, validate, verify, and export to / import from Minari."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ def datasets_list(
     root: Annotated[Path, typer.Argument(help="Directory to search for datasets.")] = Path("."),
 ) -> None:
     """List the datasets under a directory (each checked: manifest, shard sizes and checksums)."""
-    from transformer_rl.datasets.format import MANIFEST, check_shards, read_manifest, totals
+    from transformer_rl.datasets.format import MANIFEST_NAMES, check_shards, read_manifest, totals
 
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory")
-    found = sorted(p.parent for p in root.rglob(MANIFEST))
+    found = sorted({p.parent for name in MANIFEST_NAMES.values() for p in root.rglob(name)})
     table = Table("dataset", "env", "rows", "episodes", "shards", "MB", "status")
     for path in found:
         try:
@@ -91,3 +91,58 @@ def datasets_verify(root: Annotated[Path, typer.Argument(help="Dataset directory
     from transformer_rl.datasets.checks import verify
 
     _print_report(root, lambda: verify(root), "every episode re-simulates bit for bit")
+
+
+MinariRootOpt = Annotated[
+    Path | None,
+    typer.Option("--minari-root", help="Minari's datasets root (default: MINARI_DATASETS_PATH, else "
+                 "~/.minari/datasets).", show_default=False),
+]
+
+
+@datasets_app.command("export")
+@user_errors
+def datasets_export(
+    root: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    minari: Annotated[str | None, typer.Option("--minari", help="Minari dataset id to write, e.g. "
+                                               "trl/cartpole-random-v0 (it must not exist).",
+                                               show_default=False)] = None,
+    minari_root: MinariRootOpt = None,
+) -> None:
+    """Write a dataset as a local Minari dataset (its Parquet data format): spaces, every episode,
+    rewards, terminations, truncations and final observations.
+
+    Example: trl datasets export data/cartpole --minari trl/cartpole-random-v0
+    """
+    from transformer_rl.datasets.minari import export_minari
+    from transformer_rl.datasets.minari import minari_root as default_root
+
+    if minari is None:
+        raise UsageError("give --minari NAME, the Minari dataset id to write (the one export format)")
+    done = export_minari(root, minari, minari_root)
+    hint = "" if minari_root is None or Path(minari_root) == default_root(None) else \
+        f" with MINARI_DATASETS_PATH={done['root']}"
+    console.print(f"{done['episodes']:,} episodes ({done['steps']:,} steps) -> Minari dataset {minari} at "
+                  f"{done['path']}; read it with minari.load_dataset({minari!r}){hint}", highlight=False)
+
+
+@datasets_app.command("import")
+@user_errors
+def datasets_import(
+    minari: Annotated[str, typer.Argument(help="Local Minari dataset: its id (under --minari-root) or its path.")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset directory to create (it must not exist).")],
+    minari_root: MinariRootOpt = None,
+    env: Annotated[str | None, typer.Option("--env", help="EnvPool id it was played on, when its metadata "
+                                            "names none trl knows.", show_default=False)] = None,
+) -> None:
+    """Turn a local Minari dataset (Arrow or Parquet data format) of an env trl knows into a dataset.
+
+    Example: trl datasets import trl/cartpole-random-v0 --out data/from-minari
+    """
+    from transformer_rl.datasets.minari import import_minari
+
+    done = import_minari(minari, out, root=minari_root, env=env)
+    replay = "`trl datasets verify` re-simulates it" if done["resimulable"] else \
+        "its episodes were not played from trl's env streams, so verify cannot re-simulate them"
+    console.print(f"{done['episodes']:,} episodes ({done['steps']:,} steps) of {done['env_id']} from Minari "
+                  f"dataset {done['dataset_id']} -> {done['path']} ({replay})", highlight=False)

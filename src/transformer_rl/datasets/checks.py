@@ -1,6 +1,8 @@
 """`validate`: the dataset's structure. `verify`: every check of validate, then every episode
 re-simulated: each row's observation, reward, end flags and final observation must be what
-EnvPool returns for the recorded actions, bit for bit.
+EnvPool returns for the recorded actions, bit for bit. Episodes imported from elsewhere (Minari)
+were not played from trl's seeded env streams: verify says so, a failed check, since there is
+nothing to replay them against.
 
 Both return a list of problems, each naming the shard and episode; an empty list is a pass.
 """
@@ -69,7 +71,14 @@ def verify(root: Path, max_problems: int = 20) -> Report:
     data = load(root)
     manifest = data.manifest
     spec = EnvSpec.from_json(manifest["env"])
-    for segment in manifest["segments"]:
+    for i, segment in enumerate(manifest["segments"]):
+        if segment.get("imported"):
+            source = manifest.get("source", {}).get("dataset_id", "another format")
+            report.problems.append(
+                f"{root}: segment {i} holds episodes imported from Minari dataset {source}, which were not "
+                "played from trl's seeded env streams: they cannot be re-simulated (their structure is "
+                f"checked by `trl datasets validate {root}`)")
+            continue
         report.problems.extend(_verify_segment(data, spec, segment, manifest, max_problems))
         if len(report.problems) >= max_problems:
             break

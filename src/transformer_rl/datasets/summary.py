@@ -51,6 +51,7 @@ def summarize(root: Path) -> dict[str, Any]:
         "episode_return": stat(r),
         "episode_length": stat(ln),
         "format_version": m["format_version"],
+        "source": m.get("source"),  # where an imported dataset came from
         "envpool_version": m.get("envpool_version"),
         "created": m.get("created"),
         "updated": m.get("updated"),

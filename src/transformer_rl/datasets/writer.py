@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transformer_rl.datasets.format import (
-    MANIFEST,
+    MANIFEST_NAMES,
     arrow_schema,
     check_shards,
     is_dataset,
@@ -131,7 +131,7 @@ class DatasetWriter:
                  lock: WriterLock, created: bool):
         self.root, self.manifest, self.spec, self.shard_rows = root, manifest, spec, shard_rows
         self.lock, self.created = lock, created  # held until close/abandon; this call made the dataset
-        self.schema = arrow_schema(spec.obs_dim, spec.obs_dtype, spec.env_id)
+        self.schema = arrow_schema(spec.obs_dim, spec.obs_dtype, spec.env_id, manifest["format_version"])
         # zstd shrinks RAM bytes 29x (lz4: 16x); on float observations it saves ~10% over lz4
         # at 2.7x its CPU time, which a fast collector shares with EnvPool's threads
         self.compression = "zstd" if spec.obs_dtype == "uint8" else "lz4"
@@ -181,7 +181,7 @@ class DatasetWriter:
                        compression_level=1 if self.compression == "zstd" else None)
         data = memoryview(sink.getvalue())
         name = shard_name(len(self.manifest["shards"]))
-        atomic_write_bytes(self.root / name, data)
+        atomic_write_bytes(self.root / name, data, hidden_tmp=True)  # readers of the folder skip it
         self.manifest["shards"].append(
             {
                 "file": name,
@@ -235,12 +235,15 @@ def open_for_append(
     shard_rows: int,
     append: bool,
     ranks: int = 1,
+    segments: list[dict[str, Any]] | None = None,
+    source: dict[str, Any] | None = None,
 ) -> DatasetWriter:
     """Create a dataset at ``root`` or, with ``append``, continue the one there.
 
     Each call opens a new segment (``ranks`` of them under torchrun, one per rank's pool): a
     fresh pool whose env streams get indices after all earlier ones, so every episode keeps a
-    unique, re-simulable stream (seed + env_index).
+    unique, re-simulable stream (seed + env_index). An import gives its new dataset's
+    ``segments`` as they were recorded, and its ``source``.
     """
     root = output_path(root, "--out")
     _check_target(root, spec, append)  # before anything is written
@@ -261,21 +264,26 @@ def open_for_append(
             _remove_unlisted(root, manifest)
         else:
             manifest = new_manifest(spec.to_json(), seed, envpool_version())
-        offset = sum(s["num_envs"] for s in manifest["segments"])
-        check_seed(manifest["seed"] + offset, num_envs * ranks, "--seed")  # resumes use new streams after the old
-        for _ in range(ranks):
-            manifest["segments"].append(
-                {
-                    "env_index_offset": offset,
-                    "seed": manifest["seed"] + offset,
-                    "num_envs": num_envs,
-                    "batch_size": batch_size,
-                    "env_steps": 0,
-                    "producer": producer,
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                }
-            )
-            offset += num_envs
+            if source is not None:
+                manifest["source"] = source
+        if segments is not None:
+            manifest["segments"] = segments
+        else:
+            offset = sum(s["num_envs"] for s in manifest["segments"])
+            check_seed(manifest["seed"] + offset, num_envs * ranks, "--seed")  # resumes use new streams after the old
+            for _ in range(ranks):
+                manifest["segments"].append(
+                    {
+                        "env_index_offset": offset,
+                        "seed": manifest["seed"] + offset,
+                        "num_envs": num_envs,
+                        "batch_size": batch_size,
+                        "env_steps": 0,
+                        "producer": producer,
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    }
+                )
+                offset += num_envs
         write_manifest(root, manifest)
     except BaseException:
         lock.release()
@@ -316,7 +324,7 @@ def check_compatible(manifest: dict[str, Any], spec: EnvSpec, root: Path) -> Non
 
 
 def _remove_unlisted(root: Path, manifest: dict[str, Any]) -> None:
-    listed = {s["file"] for s in manifest["shards"]} | {MANIFEST}
+    listed = {s["file"] for s in manifest["shards"]} | set(MANIFEST_NAMES.values())
     for path in root.iterdir():
         if path.name not in listed and (path.suffix in (".parquet", ".tmp")):
             path.unlink()
