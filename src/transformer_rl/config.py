@@ -19,6 +19,7 @@ from transformer_rl.settings import (
     KeepCheckpoints,
     KeepData,
     Range,
+    Track,
     check,
     fill,
     setting,
@@ -58,6 +59,9 @@ class RunConfig:
     eval_budget: float | None = setting(None, "Evaluate (every --eval-every) only while evaluation has played at "
                                         "most this fraction of the run's env steps, e.g. 0.1; the last iteration "
                                         "is always evaluated.", Range(gt=0, le=1))
+    track: Track = setting(Track.none, "Mirror every metrics.jsonl row, under CleanRL's names, to tensorboard "
+                           "(<run>/tensorboard/) or trackio (<run>/trackio/): pip install 'transformer-rl\\[track]'. "
+                           "A resume may change it: the tracker is rewritten from metrics.jsonl.")
     model: ModelArgs = field(default_factory=ModelArgs)
     learner: Any = None  # the algorithm's config, LEARNERS[algo][0]; None: its defaults
 

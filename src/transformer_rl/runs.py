@@ -6,7 +6,7 @@ from any instant: what a killed iteration appended after the last committed stat
 shards, metrics rows, a checkpoint) is rolled back first, then the iteration is redone.
 
   config.json  data/  checkpoints/iter-NNN, best  evals/iter-NNN  reports/iter-NNN.json
-  metrics.jsonl  state.json  report.json  curve.png
+  metrics.jsonl  state.json  report.json  curve.png  tensorboard/ or trackio/ (--track)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from transformer_rl import tracking
 from transformer_rl.config import RunConfig
 from transformer_rl.datasets.format import is_dataset, read_manifest
 from transformer_rl.datasets.writer import truncate
@@ -60,11 +61,13 @@ class RunDir:
         self.state: dict[str, Any] = {"iteration": 0, "env_steps": 0, "best": None, "wall_s": 0.0,
                                       "shards": 0, "segments": 0, "solved": False}
         self.lock: WriterLock | None = None
+        self.tracker = None  # --track: the tracker metrics rows are mirrored to (tracking.py)
 
     def open(self, spec: EnvSpec, log) -> dict[str, Any]:
         """Create the run directory, or resume the one there (refusing another env, algorithm
         or model) after rolling back what followed its last committed state; its state. The
         directory is held (one writer) until ``close``."""
+        tracking.check(self.cfg.track, self.path)
         state_path = self.path / "state.json"
         if state_path.is_file():
             self._check_resumable()
@@ -73,6 +76,7 @@ class RunDir:
             self._rollback()
             if self.state["iteration"]:
                 log(f"resuming {self.path} after iteration {self.state['iteration']}")
+            self._start_tracking(log)
             return self.state
         if self.path.exists() and (not self.path.is_dir() or set(p.name for p in self.path.iterdir()) - _CREATING):
             raise UsageError(f"{self.path} exists but holds no run state; choose another --name")
@@ -85,6 +89,7 @@ class RunDir:
         with removed_on_failure(self.path, created):
             atomic_write_json(self.path / "config.json", self.cfg.to_json())
             atomic_write_json(state_path, self.state)  # last: from now on this is a run
+            self._start_tracking(log)
         return self.state
 
     def _check_resumable(self) -> dict[str, Any]:
@@ -111,9 +116,33 @@ class RunDir:
         return state
 
     def close(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        try:
+            if self.tracker is not None:
+                self.tracker.close()
+                self.tracker = None
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+
+    def _start_tracking(self, log) -> None:
+        """--track: the tracker, rewritten from metrics.jsonl (after the rollback). The folder of
+        a tracker this run used before and does not use now is rewritten too, so that no tracker
+        of the run shows a rolled-back row; it then stops growing."""
+        metrics = self.path / "metrics.jsonl"
+        points = [tracking.scalars(row) for row in read_metrics(metrics)] if metrics.exists() else []
+        config, name = self.cfg.to_json(), self.cfg.name
+        for kind, folder in tracking.FOLDERS.items():
+            if kind == self.cfg.track or not (self.path / folder).is_dir():
+                continue
+            try:
+                tracking.check(kind, self.path)
+            except UsageError:
+                log(f"{self.path / folder} left as it was (it may show rolled-back rows): resume with "
+                    f"--track {kind} to rewrite it")
+                continue
+            tracking.rewrite(kind, self.path, name=name, config=config, points=points)
+        self.tracker = tracking.open_tracker(self.cfg.track, self.path, name=name, config=config, points=points)
 
     def _rollback(self) -> None:
         state = self.state
@@ -221,6 +250,8 @@ class RunDir:
     def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.tracker is not None:
+            self.tracker.log(*tracking.scalars(row))
 
     def commit(self, it: int, solved: bool) -> None:
         """Iteration ``it`` is complete: record how far the dataset goes, then the state."""

@@ -52,6 +52,12 @@ class KeepCheckpoints(Choice):
     last = "last"  # only checkpoints/last and checkpoints/best
 
 
+class Track(Choice):
+    none = "none"
+    tensorboard = "tensorboard"  # event files in <run>/tensorboard/
+    trackio = "trackio"  # trackio's local store in <run>/trackio/
+
+
 class Device(Choice):
     auto = "auto"  # cuda when torch sees a GPU, else cpu
     cpu = "cpu"

@@ -16,7 +16,7 @@ from transformer_rl.cli.options import with_settings
 from transformer_rl.config import PRESETS, RunConfig
 from transformer_rl.errors import UsageError
 from transformer_rl.models import ModelArgs
-from transformer_rl.settings import Algo, Device, EvalMode, Range, check_value, fill
+from transformer_rl.settings import Algo, Device, EvalMode, Range, Track, check_value, fill
 from transformer_rl.train import LEARNERS
 
 app = base_app()
@@ -72,6 +72,9 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace the checkpoint at --out (its report.json goes "
                                             "too: it described the old model).")] = False,
     device: DeviceOpt = Device.auto,
+    track: Annotated[Track, typer.Option(help="Also write the training's curves (losses/loss as it trains, step = "
+                                         "updates) into the checkpoint: <out>/tensorboard/ or <out>/trackio/; "
+                                         "pip install 'transformer-rl\\[track]'.")] = Track.none,
     given: dict | None = None,
 ) -> None:
     """Train a model on a dataset (its newest --replay-rows rows) and write a checkpoint.
@@ -88,7 +91,8 @@ def train(
     progress, update = _train_progress(algo)
     try:
         result = run_train(data, out, algo=algo, model_args=built["model"], config=built["learner"],
-                           init=init, seed=seed, overwrite=overwrite, progress=update, device=device)
+                           init=init, seed=seed, overwrite=overwrite, progress=update, device=device,
+                           track=track)
     finally:
         stop(progress)
     shown = "  ".join(f"{k.split('/')[-1]} {result[k]:.4g}" for k in LEARNERS[algo][1].log_keys if k in result)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
@@ -21,7 +22,8 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def print_error(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {' '.join(str(message).split())}", highlight=False,
+    # escaped: a message may hold brackets that rich would read as markup ("transformer-rl[track]")
+    err_console.print(f"[bold red]error:[/] {escape(' '.join(str(message).split()))}", highlight=False,
                       soft_wrap=True, markup=True)
 
 
