@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import warnings
@@ -53,6 +54,18 @@ def test_any_parquet_reader_reads_the_folder(cartpole_data, breakout_data):
         assert ds.dataset(root).to_table().equals(pa.concat_tables(pq.read_table(root / s["file"])
                                                                    for s in data.manifest["shards"]))
         assert sorted(p.name for p in root.iterdir() if not p.name.startswith("shard-")) == [MANIFEST]
+
+
+def test_the_readmes_reading_block_runs(cartpole_data, tmp_path, monkeypatch):
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"\*\*Reading it elsewhere:\*\*.*?```python\n(.*?)```", text, re.S)[1]
+    shutil.copytree(cartpole_data, tmp_path / "data" / "cartpole")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(block, scope)
+    data = load(cartpole_data)
+    assert len(scope["df"]) == scope["table"].num_rows == scope["frame"].height == len(data)
+    assert len(scope["returns"]) == data.num_episodes
 
 
 def test_pandas_pyarrow_and_duckdb_read_beside_a_writer(cartpole_data, tmp_path):
