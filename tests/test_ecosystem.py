@@ -27,6 +27,7 @@ from transformer_rl.datasets import load, read_manifest
 from transformer_rl.datasets.checks import validate, verify
 from transformer_rl.datasets.format import MANIFEST, MANIFEST_V1
 from transformer_rl.datasets.summary import summarize
+from transformer_rl.errors import UsageError
 from transformer_rl.files import LOCK
 
 # -- any Parquet reader -----------------------------------------------------------------------
@@ -312,3 +313,25 @@ def test_export_without_minari_names_the_extra(cartpole_data, minari_root, monke
     monkeypatch.setitem(sys.modules, "minari", None)  # as if it were not installed
     line = one_line_error(cli("datasets", "export", cartpole_data, "--minari", "trl/x-v0"))
     assert "transformer-rl[minari]" in line and not minari_root.exists()
+
+
+def test_a_failed_export_or_import_leaves_nothing(cartpole_data, minari_root, tmp_path, monkeypatch):
+    from transformer_rl.datasets import minari as trl_minari
+
+    assert cli("datasets", "export", cartpole_data, "--minari", "src/m-v0").exit_code == 0
+    before = snapshot(minari_root)
+
+    def interrupted(spec):  # Ctrl-C after every episode is written, before the metadata
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(trl_minari, "_spaces", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            trl_minari.export_minari(cartpole_data, "new/space/x-v0")
+    assert snapshot(minari_root) == before and not (minari_root / "new").exists()  # its namespaces too
+    # an import that fails after writing shards (the step count disagrees at the end)
+    meta = minari_root / "src" / "m-v0" / "data" / "metadata.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "total_steps": 1}))
+    with pytest.raises(UsageError, match="total_steps"):
+        trl_minari.import_minari("src/m-v0", tmp_path / "out", shard_rows=500)
+    assert not (tmp_path / "out").exists()

@@ -85,7 +85,7 @@ def manifest_schema(manifest: dict[str, Any]) -> pa.Schema:
 def encode_manifest(manifest: dict[str, Any]) -> bytes:
     """A version-2 manifest file: no rows, the shards' schema, the manifest's JSON as metadata."""
     schema = manifest_schema(manifest)
-    schema = schema.with_metadata({**schema.metadata, MANIFEST_KEY: json.dumps(manifest, indent=1).encode()})
+    schema = schema.with_metadata({**schema.metadata, MANIFEST_KEY: json.dumps(manifest).encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(schema.empty_table(), sink)
     return sink.getvalue().to_pybytes()

@@ -134,9 +134,9 @@ def export_minari(source: Path, dataset_id: str, root: Path | None = None) -> di
     except FileExistsError:
         raise UsageError(f"Minari dataset {dataset_id} was just created at {target} by another process; "
                          "choose another name") from None
-    lock = lock_dir(target, "a Minari dataset")
-    try:
-        with removed_on_failure(top, created=True):
+    with removed_on_failure(top, created=True):
+        lock = lock_dir(target, "a Minari dataset")
+        try:
             for folder in new_namespaces:  # as Minari marks a namespace it makes
                 atomic_write_json(folder / "namespace_metadata.json", {})
             steps = _write_episodes(target / "data", data)
@@ -160,8 +160,8 @@ def export_minari(source: Path, dataset_id: str, root: Path | None = None) -> di
                 "trl": {"manifest": manifest,
                         "env_index": data.env_index[data.episode_rows[:-1]].astype(int).tolist()},
             })
-    finally:
-        lock.release()
+        finally:
+            lock.release()
     return {"path": str(target), "dataset_id": dataset_id, "root": str(base), "episodes": data.num_episodes,
             "steps": steps}
 
