@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from transformer_rl import tracking
+from transformer_rl import provenance, tracking
 from transformer_rl.config import RunConfig
 from transformer_rl.datasets.format import is_dataset, read_manifest
 from transformer_rl.datasets.writer import truncate
@@ -87,7 +87,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock = lock_dir(self.path, "a run directory")
         with removed_on_failure(self.path, created):
-            atomic_write_json(self.path / "config.json", self.cfg.to_json())
+            atomic_write_json(self.path / "config.json", {**self.cfg.to_json(), "provenance": provenance.record()})
             atomic_write_json(state_path, self.state)  # last: from now on this is a run
             self._start_tracking(log)
         return self.state
@@ -269,7 +269,7 @@ class RunDir:
                  "parameters": parameters, "iterations": state["iteration"],
                  "env_steps": state["env_steps"], "wall_s": round(state["wall_s"], 2), "best": best,
                  "solved": bool(stop_at is not None and best and best["mean_return"] >= stop_at),
-                 "stop_at": stop_at}
+                 "stop_at": stop_at, "provenance": provenance.record()}
         if write:
             atomic_write_json(self.path / "report.json", final)
             plot_runs(self.path / "curve.png", [self.path], title=cfg.name, threshold=stop_at)

@@ -106,7 +106,9 @@ def eval_command(
     episodes: Annotated[int, typer.Option(help="Episodes, one per env.")] = 100,
     seed: Annotated[int, typer.Option(help="Evaluation seed.")] = 1_000_000,
     record: Annotated[Path | None, typer.Option(help="Write the episodes as a dataset here.")] = None,
-    gif: Annotated[Path | None, typer.Option(help="Write a GIF of the first episode here.")] = None,
+    gif: Annotated[Path | None, typer.Option(help="Write a GIF of the first episode here (its first "
+                                             "--gif-frames steps).")] = None,
+    gif_frames: Annotated[int, typer.Option(help="Most frames in the --gif (25 per second).")] = 600,
     report: Annotated[Path | None, typer.Option(help="Also write the report as JSON here (without it: printed, "
                                                 "nothing written, the checkpoint left as it is).")] = None,
     mode: Annotated[EvalMode, typer.Option(help="greedy, or sample from the policy (not DQN).")]
@@ -119,6 +121,7 @@ def eval_command(
 
     Example: trl eval runs/default/checkpoints/best --episodes 100 --gif cartpole.gif
     """
+    from transformer_rl import provenance
     from transformer_rl.evaluate.evaluate import evaluate
     from transformer_rl.files import check_output_json, write_output_json
     from transformer_rl.models import resolve_device
@@ -132,10 +135,11 @@ def eval_command(
     progress, update = progress_bar("eval", "{task.completed}/{task.total} episodes", total=episodes)
     try:
         result = evaluate(loaded.model, loaded.spec, loaded.algo, episodes=episodes, seed=seed,
-                          record=record, gif=gif, producer={"checkpoint": str(ckpt)}, mode=mode,
+                          record=record, gif=gif, gif_frames=gif_frames, producer={"checkpoint": str(ckpt)}, mode=mode,
                           target_return=target_return, progress=update)
     finally:
         stop(progress)
+    result["provenance"] = provenance.record()
     if report is not None:
         write_output_json(report, result, "eval-report", "--report")
     else:

@@ -12,7 +12,8 @@ from rich.table import Table
 from transformer_rl.cli.common import console, err_console, user_errors
 from transformer_rl.errors import DamagedData, UsageError
 
-datasets_app = typer.Typer(help="Inspect, validate and verify datasets.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Inspect, validate and verify datasets. Example: trl datasets info data/cartpole",
+                           no_args_is_help=True)
 
 
 @datasets_app.command("list")
@@ -20,7 +21,10 @@ datasets_app = typer.Typer(help="Inspect, validate and verify datasets.", no_arg
 def datasets_list(
     root: Annotated[Path, typer.Argument(help="Directory to search for datasets.")] = Path("."),
 ) -> None:
-    """List the datasets under a directory (each checked: manifest, shard sizes and checksums)."""
+    """List the datasets under a directory (each checked: manifest, shard sizes and checksums).
+
+    Example: trl datasets list data
+    """
     from transformer_rl.datasets.format import MANIFEST_NAMES, check_shards, read_manifest, totals
 
     if not root.is_dir():
@@ -46,7 +50,10 @@ def datasets_info(
     root: Annotated[Path, typer.Argument(help="Dataset directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Summarise a dataset: env, config, seeds, size, returns."""
+    """Summarise a dataset: env, config, seeds, size, returns.
+
+    Example: trl datasets info data/cartpole --json
+    """
     from transformer_rl.datasets.summary import summarize
 
     info = summarize(root)
@@ -78,7 +85,10 @@ def _print_report(root: Path, check, what: str) -> None:
 @datasets_app.command("validate")
 @user_errors
 def datasets_validate(root: Annotated[Path, typer.Argument(help="Dataset directory.")]) -> None:
-    """Check structure: manifest vs shards, checksums, schema, episode contiguity and step order."""
+    """Check structure: manifest vs shards, checksums, schema, episode contiguity and step order.
+
+    Example: trl datasets validate data/cartpole
+    """
     from transformer_rl.datasets.checks import validate
 
     _print_report(root, lambda: validate(root), "structure valid")
@@ -87,7 +97,10 @@ def datasets_validate(root: Annotated[Path, typer.Argument(help="Dataset directo
 @datasets_app.command("verify")
 @user_errors
 def datasets_verify(root: Annotated[Path, typer.Argument(help="Dataset directory.")]) -> None:
-    """Re-simulate every episode with EnvPool; observations and rewards must match bit for bit."""
+    """Re-simulate every episode with EnvPool; observations and rewards must match bit for bit.
+
+    Example: trl datasets verify data/cartpole
+    """
     from transformer_rl.datasets.checks import verify
 
     _print_report(root, lambda: verify(root), "every episode re-simulates bit for bit")
