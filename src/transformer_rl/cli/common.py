@@ -107,8 +107,8 @@ def progress_bar(title: str, *columns: str, total: float | None = None, eta: boo
     task = progress.add_task(title, total=total, **fields)
 
     def update(completed: float, **changes) -> None:
-        if not progress.live.is_started:
-            progress.start()
         progress.update(task, completed=completed, **changes)
+        if not progress.live.is_started:  # after the update: the first frame shows its total
+            progress.start()
 
     return progress, update

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from transformer_rl.cli.common import console, err_console, user_errors
+from transformer_rl.cli.common import console, err_console, progress_bar, stop, user_errors
 from transformer_rl.errors import DamagedData, UsageError
 
 datasets_app = typer.Typer(help="Inspect, validate and verify datasets. Example: trl datasets info data/cartpole",
@@ -103,7 +103,15 @@ def datasets_verify(root: Annotated[Path, typer.Argument(help="Dataset directory
     """
     from transformer_rl.datasets.checks import verify
 
-    _print_report(root, lambda: verify(root), "every episode re-simulates bit for bit")
+    progress, update = progress_bar("verify", "{task.completed:,}/{task.total:,} observations")
+
+    def check():
+        try:
+            return verify(root, progress=lambda done, total: update(done, total=total))
+        finally:
+            stop(progress)  # before the verdict prints
+
+    _print_report(root, check, "every episode re-simulates bit for bit")
 
 
 MinariRootOpt = Annotated[

@@ -9,6 +9,7 @@ Both return a list of problems, each naming the shard and episode; an empty list
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,13 @@ def validate(root: Path, max_problems: int = 20) -> Report:
     return report
 
 
-def verify(root: Path, max_problems: int = 20) -> Report:
+def verify(root: Path, max_problems: int = 20, progress: Callable[[int, int], None] | None = None) -> Report:
     """Re-simulate every recorded episode from the manifest's seed, config and actions.
 
     Each segment's pool is rebuilt with the segment's seed and num_envs and stepped in lockstep
     (sync, whatever batching collected it): env i replays its recorded episodes in order, and
     every observation, reward and end flag must match the recording bit for bit.
+    ``progress(done, total)``: the observations compared so far, of all (rows + resets).
     """
     root = Path(root)
     report = validate(root)
@@ -71,6 +73,7 @@ def verify(root: Path, max_problems: int = 20) -> Report:
     data = load(root)
     manifest = data.manifest
     spec = EnvSpec.from_json(manifest["env"])
+    total, done = len(data) + len(data.episode_rows) - 1, 0
     for i, segment in enumerate(manifest["segments"]):
         if segment.get("imported"):
             source = manifest.get("source", {}).get("dataset_id", "another format")
@@ -79,7 +82,10 @@ def verify(root: Path, max_problems: int = 20) -> Report:
                 "played from trl's seeded env streams: they cannot be re-simulated (their structure is "
                 f"checked by `trl datasets validate {root}`)")
             continue
-        report.problems.extend(_verify_segment(data, spec, segment, manifest, max_problems))
+        report.problems.extend(_verify_segment(
+            data, spec, segment, manifest, max_problems,
+            None if progress is None else lambda entries, base=done: progress(base + entries, total)))
+        done += _entries(data, segment)
         if len(report.problems) >= max_problems:
             break
     return report
@@ -92,11 +98,22 @@ def _shard_of(manifest: dict[str, Any], episode_id: int) -> str:
     return "?"
 
 
-def _verify_segment(data: Transitions, spec: EnvSpec, segment, manifest, max_problems) -> list[str]:
+def _segment_episodes(data: Transitions, segment) -> tuple[np.ndarray, np.ndarray]:
+    """The episodes a segment's envs played, and each one's env within the segment."""
     n, offset = segment["num_envs"], segment["env_index_offset"]
-    first_rows = data.episode_rows[:-1]
-    episode_env = data.env_index[first_rows] - offset
-    mine = np.flatnonzero((episode_env >= 0) & (episode_env < n))
+    episode_env = data.env_index[data.episode_rows[:-1]] - offset
+    return np.flatnonzero((episode_env >= 0) & (episode_env < n)), episode_env
+
+
+def _entries(data: Transitions, segment) -> int:
+    """Observations a segment's re-simulation compares: each episode's rows and its reset."""
+    mine, _ = _segment_episodes(data, segment)
+    return int((data.episode_rows[mine + 1] - data.episode_rows[mine]).sum()) + len(mine)
+
+
+def _verify_segment(data: Transitions, spec: EnvSpec, segment, manifest, max_problems, progress) -> list[str]:
+    n, offset = segment["num_envs"], segment["env_index_offset"]
+    mine, episode_env = _segment_episodes(data, segment)
     if len(mine) == 0:
         return []
     # Per env, its stream of entries: a reset observation, then one entry per step.
@@ -166,4 +183,6 @@ def _verify_segment(data: Transitions, spec: EnvSpec, segment, manifest, max_pro
             break
         obs, reward, term, trunc, info = pool.step(act_stream[:, k])
         compare(k + 1, observe(spec, obs, info), reward, term, trunc)
+        if progress is not None and (k % 64 == 0 or k == width - 2):
+            progress(int(np.minimum(k + 2, lens_arr).sum()))
     return problems
