@@ -57,6 +57,13 @@ def _python_errors(fn):
     return wrapper
 
 
+def _choice(kind, value: str, name: str):
+    """``value`` as a member of the Choice enum ``kind``, or UsageError listing the choices."""
+    if value not in kind._value2member_map_:
+        raise UsageError(f"--{name} {value!r} is not a choice: use one of {', '.join(kind._value2member_map_)}")
+    return kind(value)
+
+
 @_python_errors
 def load_dataset(path: str | Path):
     """A dataset's transitions (`Transitions`: obs, action, reward, terminated, truncated,
@@ -135,8 +142,7 @@ def _load_policy(checkpoint: str | Path, *, device: str = "auto", num_envs: int 
     from transformer_rl.settings import ENVS, Algo, EvalMode, check_value
     from transformer_rl.train import checkpoint as checkpoints
 
-    if mode not in EvalMode._value2member_map_:
-        raise UsageError(f"--mode {mode!r} is not a choice: use greedy or sample")
+    mode = _choice(EvalMode, mode, "mode")
     if num_envs is not None:
         check_value("num_envs", num_envs, ENVS)
     loaded = checkpoints.load(Path(checkpoint), optimizer=False, device=resolve_device(device))
@@ -173,22 +179,23 @@ def collect_dataset(env: str, out: str | Path, *, steps: int | None = None, epis
 
 @_python_errors
 def train_model(data: str | Path, out: str | Path, *, algo: str = "dqn", init: str | Path | None = None,
-                seed: int = 0, overwrite: bool = False, device: str = "auto", **settings: Any) -> dict[str, Any]:
+                seed: int = 0, overwrite: bool = False, device: str = "auto", track: str = "none",
+                **settings: Any) -> dict[str, Any]:
     """`trl train`: train on a dataset and write a checkpoint at ``out``; ``settings`` are the
-    model's and the algorithm's (n_embd=16, updates=2000, ...). Returns the training's metrics."""
+    model's and the algorithm's (n_embd=16, updates=2000, ...); ``track`` tensorboard or trackio
+    also writes the training's curves into it. Returns the training's metrics."""
     from transformer_rl.models import ModelArgs
-    from transformer_rl.settings import Algo, fill
+    from transformer_rl.settings import Algo, Track, fill
     from transformer_rl.train import LEARNERS
     from transformer_rl.train.offline import train
 
-    algo = Algo(algo) if algo in Algo._value2member_map_ else algo
-    if algo not in LEARNERS:
-        raise UsageError(f"--algo {algo!r} is not a choice: use one of {', '.join(map(str, LEARNERS))}")
+    algo = _choice(Algo, algo, "algo")
     built = fill({"model": ModelArgs, "learner": LEARNERS[algo][0]}, settings, f"to --algo {algo}")
     if init is not None and any(k in built["model"].__dataclass_fields__ for k in settings):
         raise UsageError("model options do not apply with --init: the checkpoint's model is trained")
     return train(Path(data), Path(out), algo=algo, model_args=built["model"], config=built["learner"],
-                 init=None if init is None else Path(init), seed=seed, overwrite=overwrite, device=device)
+                 init=None if init is None else Path(init), seed=seed, overwrite=overwrite, device=device,
+                 track=_choice(Track, track, "track"))
 
 
 @_python_errors
