@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from conftest import cli
-
 from transformer_rl import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
