@@ -98,26 +98,31 @@ def finish_and_check(cmd: list[str], run_dir: Path, iterations: int, eval_every:
     assert checkpoint.load(run_dir / "checkpoints" / "best").model is not None
 
 
-def test_run_resumes_after_sigkill_at_any_instant(tmp_path):
+def test_dqn_run_resumes_after_sigkill_in_collection_training_and_evaluation(tmp_path):
+    """Killed inside each phase, iteration 1 included (the first kills land there)."""
     rng = np.random.default_rng(0)
-    died: list[str] = []
-    # DQN, killed inside collection, training and evaluation, iteration 1 included
-    dqn = command(tmp_path, "dqn", DQN)
-    for want in ("collect", "train", "evaluate", "train", "evaluate", "collect"):
+    dqn, died = command(tmp_path, "dqn", DQN), []
+    for want in ("collect", "train", "evaluate", "collect", "train"):
         got = kill_when(dqn, tmp_path / "dqn", lambda d, w=want: phase(d) == w, float(rng.uniform(0, 0.05)))
         if got is not None:
             died.append(got)
     finish_and_check(dqn, tmp_path / "dqn", iterations=4, eval_every=1)
-    # PPO (one pool playing on across iterations), killed at random times after each commit
-    ppo = command(tmp_path, "ppo", PPO)
-    for done in (0, 0, 2, 4, 4):
+    print("killed in:", died)
+    assert len(died) >= 4, died
+    assert {"collect", "train", "evaluate"} <= {d.split()[0] for d in died}, died
+    assert any("iteration 1" in d for d in died), died
+
+
+def test_overlapping_ppo_run_resumes_after_sigkill_at_random_instants(tmp_path):
+    """One pool playing on across iterations, learning in a thread: killed at random times
+    after each commit."""
+    rng = np.random.default_rng(0)
+    ppo, died = command(tmp_path, "ppo", PPO), []
+    for done in (0, 2, 4):
         got = kill_when(ppo, tmp_path / "ppo", lambda d, n=done: (_json(d / "state.json") or {}).get(
             "iteration", -1) >= n, float(rng.uniform(0, 1.5)))
         if got is not None:
             died.append(got)
     finish_and_check(ppo, tmp_path / "ppo", iterations=6, eval_every=2)
     print("killed in:", died)
-    assert len(died) >= 10, died
-    phases = {d.split()[0] for d in died}
-    assert {"train", "evaluate"} <= phases, died
-    assert any("iteration 1" in d for d in died), died
+    assert len(died) >= 2, died
