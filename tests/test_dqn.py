@@ -45,8 +45,9 @@ def test_checkpoint_round_trip_and_wrong_env(tmp_path, cartpole_data):
 
 
 def test_dqn_learns_cartpole_well_above_random(tmp_path):
-    cfg = RunConfig(name="learn", root=tmp_path, seed=0, iterations=3, steps_per_iteration=6000,
-                    eval_episodes=20, learner=DQNConfig(updates=600))
+    # evaluated once, at the end: 444.8 (seed 0)
+    cfg = RunConfig(name="learn", root=tmp_path, seed=0, iterations=3, steps_per_iteration=5000, eval_every=3,
+                    eval_episodes=20, learner=DQNConfig(updates=400))
     report = run(cfg, log=lambda *_: None)
     # a random policy scores about 22; a broken loss or target stays near it
     assert report["best"]["mean_return"] > 100, report
