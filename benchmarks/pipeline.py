@@ -87,11 +87,11 @@ class Meter:
 
 
 def trl_run(env: str, algo: str, settings: dict, iterations: int) -> dict[str, float]:
-    from transformer_rl.train import LEARNERS
+    from transformer_rl.train import algorithm
 
     root = Path(tempfile.mkdtemp(prefix="trl-pipeline-"))
     meter = Meter()
-    undo = [meter.install(), meter.wrap_update(LEARNERS[algo][1])]
+    undo = [meter.install(), meter.wrap_update(algorithm(algo).learner)]
     try:
         cfg = RunConfig.create(env, algo, name="bench", root=root, iterations=iterations, eval_every=iterations,
                                eval_episodes=2, stop_at=1e9, **settings)  # one short evaluation, at the end

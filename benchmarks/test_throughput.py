@@ -10,8 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
+from transformer_rl.collect.job import collect
 from transformer_rl.collect.policies import RandomPolicy
-from transformer_rl.collect.rollout import CollectConfig, collect
+from transformer_rl.collect.rollout import CollectConfig
 from transformer_rl.datasets import build_sequences, load
 from transformer_rl.envs import make_pool, resolve
 

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from transformer_rl import envs
 from transformer_rl.cli.app import app
+from transformer_rl.collect.job import collect
 from transformer_rl.collect.policies import RandomPolicy
-from transformer_rl.collect.rollout import CollectConfig, collect
+from transformer_rl.collect.rollout import CollectConfig
 from transformer_rl.datasets import Transitions
 from transformer_rl.datasets.format import MANIFEST, MANIFEST_KEY
 

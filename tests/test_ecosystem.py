@@ -317,6 +317,7 @@ def test_export_without_minari_names_the_extra(cartpole_data, minari_root, monke
 
 def test_a_failed_export_or_import_leaves_nothing(cartpole_data, minari_root, tmp_path, monkeypatch):
     from transformer_rl.datasets import minari as trl_minari
+    from transformer_rl.datasets.minari_import import import_minari
 
     assert cli("datasets", "export", cartpole_data, "--minari", "src/m-v0").exit_code == 0
     before = snapshot(minari_root)
@@ -333,5 +334,5 @@ def test_a_failed_export_or_import_leaves_nothing(cartpole_data, minari_root, tm
     meta = minari_root / "src" / "m-v0" / "data" / "metadata.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "total_steps": 1}))
     with pytest.raises(UsageError, match="total_steps"):
-        trl_minari.import_minari("src/m-v0", tmp_path / "out", shard_rows=500)
+        import_minari("src/m-v0", tmp_path / "out", shard_rows=500)
     assert not (tmp_path / "out").exists()

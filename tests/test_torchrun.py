@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transformer_rl import distributed
+from transformer_rl.collect.job import collect
 from transformer_rl.collect.policies import RandomPolicy
-from transformer_rl.collect.rollout import CollectConfig, collect
+from transformer_rl.collect.rollout import CollectConfig
 from transformer_rl.datasets.checks import verify
 from transformer_rl.datasets.format import read_manifest
 from transformer_rl.datasets.reader import load
@@ -172,7 +172,8 @@ def test_a_bad_input_stops_every_rank_with_its_one_line_error_and_writes_nothing
 def test_packed_episodes_round_trip_without_pickle(tmp_path):
     out = tmp_path / "data"
     collect(resolve("Breakout-ram"), out, RandomPolicy(4, 0), CollectConfig(steps=200, num_envs=2))
-    from transformer_rl.datasets.writer import EpisodeBatch
+    from transformer_rl.datasets.batch import EpisodeBatch
+    from transformer_rl.datasets.ranks import pack, unpack
 
     data = load(out)
     rows = data.episode_rows
@@ -180,12 +181,12 @@ def test_packed_episodes_round_trip_without_pickle(tmp_path):
                          lengths=np.diff(rows), env_index=data.env_index[rows[:-1]],
                          terminated=data.terminated[rows[1:] - 1], truncated=data.truncated[rows[1:] - 1],
                          final_obs=data.final_obs)
-    back, numbers = distributed.unpack(distributed.pack(batch, env_steps=1234))
+    back, numbers = unpack(pack(batch, env_steps=1234))
     assert numbers == {"env_steps": 1234} and back.logp is None
     for name in ("obs", "action", "reward", "lengths", "env_index", "terminated", "final_obs"):
         np.testing.assert_array_equal(getattr(back, name), getattr(batch, name))
     assert back.obs.dtype == np.uint8
-    assert distributed.unpack(distributed.pack(None, env_steps=0))[0] is None
+    assert unpack(pack(None, env_steps=0))[0] is None
 
 
 def test_feature_tokens_under_two_ranks(tmp_path):

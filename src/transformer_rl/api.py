@@ -84,12 +84,14 @@ class VectorPolicy:
 
     def __init__(self, checkpoint, num_envs: int, mode: str, seed: int, target_return: float | None):
         from transformer_rl.collect.policies import ModelPolicy
+        from transformer_rl.train import algorithm
 
         self.checkpoint, self.num_envs = checkpoint, num_envs
         self.env_id, self.num_actions = checkpoint.spec.env_id, checkpoint.spec.num_actions
         self.obs_shape = tuple(checkpoint.spec.obs_shape)
         self.target_return = target_return
-        self._policy = ModelPolicy(checkpoint.model, num_envs, mode, algo=checkpoint.algo, seed=seed,
+        self._policy = ModelPolicy(checkpoint.model, num_envs, mode, algo=checkpoint.algo,
+                                   acts_on=algorithm(checkpoint.algo).acts_on, seed=seed,
                                    target_return=target_return or 0.0)
         self._ids = np.arange(num_envs)
         self._starting = np.ones(num_envs, bool)
@@ -139,19 +141,19 @@ def _load_policy(checkpoint: str | Path, *, device: str = "auto", num_envs: int 
     (`VectorPolicy`). mode greedy or sample (PPO, DT, BC); a Decision Transformer plays for
     ``target_return`` (default: the best return of its training data), as `trl eval` does."""
     from transformer_rl.models import resolve_device
-    from transformer_rl.settings import ENVS, Algo, EvalMode, check_value
+    from transformer_rl.settings import ENVS, EvalMode, check_value
+    from transformer_rl.train import algorithm, check_mode, check_target
     from transformer_rl.train import checkpoint as checkpoints
 
     mode = _choice(EvalMode, mode, "mode")
     if num_envs is not None:
         check_value("num_envs", num_envs, ENVS)
     loaded = checkpoints.load(Path(checkpoint), optimizer=False, device=resolve_device(device))
-    if mode == EvalMode.sample and loaded.algo == Algo.dqn:
-        raise UsageError("--mode sample needs a policy; this is a DQN checkpoint: use greedy")
-    if (target_return is not None) and loaded.algo != Algo.dt:
-        raise UsageError("--target-return is for Decision Transformer checkpoints only")
-    if loaded.algo == Algo.dt and target_return is None:
-        target_return = float(loaded.learner_state.get("best_return", 0.0))
+    check_mode(loaded.algo, mode)
+    entry = algorithm(loaded.algo)
+    if target_return is None:
+        target_return = entry.learner.saved_target(loaded.learner_state)
+    check_target(loaded.algo, target_return)
     loaded.model.eval()
     vector = VectorPolicy(loaded, num_envs or 1, mode, seed, target_return)
     return vector if num_envs is not None else Policy(vector)
@@ -167,8 +169,9 @@ def collect_dataset(env: str, out: str | Path, *, steps: int | None = None, epis
     """`trl collect`: a random policy plays ``env`` in EnvPool; whole episodes go to a dataset at
     ``out``. Returns the collection's stats (rows, episodes, returns, steps_per_s, ...)."""
     from transformer_rl import envs
+    from transformer_rl.collect.job import collect
     from transformer_rl.collect.policies import RandomPolicy
-    from transformer_rl.collect.rollout import CollectConfig, collect
+    from transformer_rl.collect.rollout import CollectConfig
 
     cfg = CollectConfig(steps=steps, episodes=episodes, num_envs=num_envs, batch_size=batch_size, seed=seed,
                         shard_rows=shard_rows)
@@ -186,11 +189,11 @@ def train_model(data: str | Path, out: str | Path, *, algo: str = "dqn", init: s
     also writes the training's curves into it. Returns the training's metrics."""
     from transformer_rl.models import ModelArgs
     from transformer_rl.settings import Algo, Track, fill
-    from transformer_rl.train import LEARNERS
+    from transformer_rl.train import algorithm
     from transformer_rl.train.offline import train
 
     algo = _choice(Algo, algo, "algo")
-    built = fill({"model": ModelArgs, "learner": LEARNERS[algo][0]}, settings, f"to --algo {algo}")
+    built = fill({"model": ModelArgs, "learner": algorithm(algo).config}, settings, f"to --algo {algo}")
     if init is not None and any(k in built["model"].__dataclass_fields__ for k in settings):
         raise UsageError("model options do not apply with --init: the checkpoint's model is trained")
     return train(Path(data), Path(out), algo=algo, model_args=built["model"], config=built["learner"],

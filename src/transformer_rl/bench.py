@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from transformer_rl.collect.job import collect
 from transformer_rl.collect.policies import RandomPolicy
-from transformer_rl.collect.rollout import CollectConfig, collect
+from transformer_rl.collect.rollout import CollectConfig
 from transformer_rl.envs import EnvSpec, make_pool, resolve
 from transformer_rl.errors import UsageError
 from transformer_rl.settings import MAX_ENVS

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformer_rl import distributed
 from transformer_rl.envs import resolve
 from transformer_rl.errors import DamagedData, UsageError
-from transformer_rl.models import ModelArgs, Tokens, check_size, resolve_device
+from transformer_rl.models import ModelArgs, check_size, resolve_device
 from transformer_rl.settings import (
     ENVS,
     MAX_SEED,
@@ -19,12 +21,13 @@ from transformer_rl.settings import (
     KeepCheckpoints,
     KeepData,
     Range,
+    Tokens,
     Track,
     check,
     fill,
     setting,
 )
-from transformer_rl.train import LEARNERS
+from transformer_rl.train import LEARNERS, algorithm, check_mode
 
 
 @dataclass
@@ -63,11 +66,11 @@ class RunConfig:
                            "(<run>/tensorboard/) or trackio (<run>/trackio/): pip install 'transformer-rl\\[track]'. "
                            "A resume may change it: the tracker is rewritten from metrics.jsonl.")
     model: ModelArgs = field(default_factory=ModelArgs)
-    learner: Any = None  # the algorithm's config, LEARNERS[algo][0]; None: its defaults
+    learner: Any = None  # the algorithm's config (its registry entry's); None: its defaults
 
     def __post_init__(self) -> None:
         if self.learner is None and self.algo in LEARNERS:
-            self.learner = LEARNERS[Algo(self.algo)][0]()
+            self.learner = algorithm(self.algo).config()
 
     @classmethod
     def create(cls, env: str = "CartPole-v1", algo: Algo = Algo.dqn, **settings: Any) -> RunConfig:
@@ -76,7 +79,7 @@ class RunConfig:
         algo = Algo(algo)
         family = "atari" if resolve(env).is_ram else "classic"
         fixed = {k: settings.pop(k) for k in ("name", "root", "seed", "init", "seed_data") if k in settings}
-        built = fill({"run": cls, "model": ModelArgs, "learner": LEARNERS[algo][0]},
+        built = fill({"run": cls, "model": ModelArgs, "learner": algorithm(algo).config},
                      {**PRESETS[algo, family], **settings}, f"to --algo {algo}")
         run = built["run"]
         run.env, run.algo, run.model, run.learner = env, algo, built["model"], built["learner"]
@@ -92,8 +95,9 @@ class RunConfig:
             raise UsageError(f"--tokens seed reads one observation, no return-to-go or timestep; use "
                              f"--tokens feature for --algo {self.algo}")
         resolve_device(self.device)
-        if not isinstance(self.learner, LEARNERS[self.algo][0]):
-            raise UsageError(f"--algo {self.algo} needs a {LEARNERS[self.algo][0].__name__}")
+        entry = algorithm(self.algo)
+        if not isinstance(self.learner, entry.config):
+            raise UsageError(f"--algo {self.algo} needs a {entry.config.__name__}")
         # pool seeds: seed * 1000 + iteration * max(10, num_envs) + env (see collect/experience.py);
         # evaluation seeds: 10,000,000 + seed * 1000 + iteration + env
         top = MAX_SEED - 10_000_000 - self.iterations * max(10, self.num_envs, self.eval_episodes) - self.num_envs
@@ -109,11 +113,30 @@ class RunConfig:
             report = validate_dataset(self.seed_data, max_problems=1)  # every shard, before anything is written
             if not report.ok:
                 raise DamagedData(f"--seed-data {self.seed_data}: {report.problems[0]}")
-        if self.keep_data == KeepData.none and not LEARNERS[self.algo][1].on_policy:
+        if self.keep_data == KeepData.none and not entry.on_policy:
             raise UsageError(f"--keep-data none is for on-policy learners (--algo ppo): --algo {self.algo} learns "
                              "from the run's replay in data/")
-        if self.eval_mode == EvalMode.sample and self.algo == Algo.dqn:
-            raise UsageError("--eval-mode sample needs a policy: not with --algo dqn")
+        check_mode(self.algo, self.eval_mode, "--eval-mode")
+
+    def this_rank(self) -> RunConfig:
+        """This rank's part of the run under torchrun: ``num_envs``, ``steps_per_iteration`` and
+        the minibatch split equally over the ranks (so the job plays and learns per iteration what
+        one process would, and averaged gradients stand for the whole minibatch); alone, itself."""
+        if not distributed.active():
+            return self
+        n = distributed.world_size()
+        local = copy.deepcopy(self)
+        local.num_envs = distributed.share(self.num_envs, "--num-envs")
+        local.steps_per_iteration = self.steps_per_iteration // n
+        if local.steps_per_iteration < local.num_envs:
+            raise UsageError(f"--steps-per-iteration {self.steps_per_iteration:,} is too few for {n} ranks of "
+                             f"{local.num_envs} envs; give at least {self.num_envs:,}")
+        local.learner.batch = distributed.share_minibatch(self.learner.batch)
+        return local
+
+    def update_seed(self, iteration: int) -> int:
+        """The seed of iteration ``iteration``'s update (a rank's own under torchrun)."""
+        return distributed.rank_seed(self.seed * 1000 + iteration)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

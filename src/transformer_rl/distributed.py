@@ -1,10 +1,9 @@
 """Many processes, one job: `torchrun ... -m transformer_rl <command>` (torch.distributed).
 
-Every rank plays its own EnvPool pool, recorded as its own segment of the one dataset (env
-streams follow one another, so env i of the whole job is seeded seed + i as in one process).
-Rank 0 is the only writer: at each exchange the other ranks send it their finished episodes,
-which it appends to the dataset; it alone writes manifests, checkpoints, metrics and reports.
-Learners average their gradients across ranks after every backward pass, from rank 0's weights.
+Process groups and collectives, and what each rank is: its share of envs, steps and minibatch,
+its seeds, and whether it is the one that writes (rank 0: datasets/ranks.py gathers the other
+ranks' episodes to it; it alone writes manifests, checkpoints, metrics and reports). Learners
+average their gradients across ranks after every backward pass, from rank 0's weights.
 
 Two process groups keep the collectives of the two threads of an overlapping run apart: "data"
 (episodes, counters, broadcasts; the main thread) and "grads" (the learner, which may update in
@@ -16,20 +15,15 @@ to anyone and every function is a no-op; this module imports torch only when it 
 from __future__ import annotations
 
 import atexit
-import io
 import json
 import os
 from collections.abc import Callable
-from dataclasses import fields
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from transformer_rl.errors import UsageError
-
-if TYPE_CHECKING:
-    from transformer_rl.datasets.writer import DatasetWriter, EpisodeBatch
 
 _groups: dict[str, Any] = {}
 
@@ -94,6 +88,16 @@ def share_minibatch(batch: int) -> int:
     if batch < n:
         raise UsageError(f"--batch {batch} is less than one row per rank; give at least {n}")
     return batch // n
+
+
+def part(total: int) -> int:
+    """This rank's part of a count that need not split evenly: rank r takes one more if r < the rest."""
+    return total // world_size() + (rank() < total % world_size())
+
+
+def mine(n: int) -> np.ndarray:
+    """(n,) bool: the items this rank takes of n dealt round the ranks (every one in one process)."""
+    return np.arange(n) % world_size() == rank()
 
 
 def rank_seed(seed: int) -> int:
@@ -213,111 +217,3 @@ def gather_to_main(payload: bytes) -> list[bytes] | None:
     if received is None:
         return None
     return [r[:int(s.item())].numpy().tobytes() for r, s in zip(received, sizes, strict=True)]
-
-
-# -- one dataset from many ranks ----------------------------------------------------------------
-
-
-def pack(batch: EpisodeBatch | None, **numbers: float) -> bytes:
-    """Episodes and a few numbers as .npz bytes (read back with allow_pickle=False)."""
-    arrays = {f"n_{k}": np.asarray(v) for k, v in numbers.items()}
-    if batch is not None:
-        arrays.update({f.name: getattr(batch, f.name) for f in fields(batch)
-                       if getattr(batch, f.name) is not None})
-    out = io.BytesIO()
-    np.savez(out, **arrays)
-    return out.getvalue()
-
-
-def unpack(payload: bytes) -> tuple[EpisodeBatch | None, dict[str, float]]:
-    from transformer_rl.datasets.writer import EpisodeBatch
-
-    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-        numbers = {k[2:]: z[k].item() for k in z.files if k.startswith("n_")}
-        if "lengths" not in z.files:
-            return None, numbers
-        batch = EpisodeBatch(**{f.name: (z[f.name] if f.name in z.files else None) for f in fields(EpisodeBatch)})
-    return batch, numbers
-
-
-class RankWriter:
-    """One rank's side of the dataset of a torchrun job, with a DatasetWriter's interface.
-
-    Rank 0 holds the real writer: its own episodes go straight in, and at each ``sync`` it
-    appends what the other ranks send, in rank order (each env's episodes stay in their order,
-    which `trl datasets verify` relies on). ``rows``/``episodes`` count this rank's own.
-    """
-
-    def __init__(self, writer: DatasetWriter | None, segments: list[dict[str, Any]]):
-        self.writer = writer  # rank 0 only
-        # this rank's segment (``segments``: the ones just opened, one per rank)
-        self.segment = writer.manifest["segments"][-world_size()] if writer else segments[rank()]
-        self.outbox: list[EpisodeBatch] = []
-        self.rows = self.episodes = 0
-
-    @property
-    def buffered_rows(self) -> int:
-        """Rows waiting for rank 0's next shard (the other ranks buffer none: they send)."""
-        return self.writer.buffered_rows if self.writer is not None else 0
-
-    def add(self, batch: EpisodeBatch) -> None:
-        self.rows += batch.rows
-        self.episodes += batch.episodes
-        if self.writer is not None:
-            self.writer.add(batch)
-        elif batch.episodes:
-            self.outbox.append(batch)
-
-    def sync(self) -> None:
-        """The other ranks' episodes (and env step counts) to rank 0's writer; collective."""
-        from transformer_rl.datasets.writer import EpisodeBatch
-
-        batch = EpisodeBatch.concat(self.outbox) if self.outbox else None
-        self.outbox = []
-        received = gather_to_main(pack(batch, env_steps=self.segment["env_steps"]))
-        if received is None:
-            return
-        mine = self.writer.manifest["segments"][-world_size():]
-        for segment, payload in zip(mine[1:], received[1:], strict=True):
-            batch, numbers = unpack(payload)
-            segment["env_steps"] = int(numbers["env_steps"])
-            if batch is not None:
-                self.writer.add(batch)
-
-    def flush(self, wait: bool = True) -> None:
-        if self.writer is not None:
-            self.writer.flush(wait)
-
-    def close(self) -> None:
-        """Last exchange, then rank 0 writes the rest; every rank returns once it is written."""
-        self.sync()
-        if self.writer is not None:
-            self.writer.close()
-        barrier()
-
-    def abandon(self) -> None:
-        if self.writer is not None:
-            self.writer.abandon()
-
-
-def open_writer(root, spec, *, seed: int, num_envs: int, batch_size: int, producer: dict[str, Any],
-                shard_rows: int, append: bool):
-    """The dataset writer of this process: a DatasetWriter alone, a RankWriter under torchrun
-    (rank 0 opens the dataset with one new segment of ``num_envs`` envs per rank)."""
-    from transformer_rl.datasets.writer import open_for_append
-
-    def open_dataset(ranks: int):
-        return open_for_append(root, spec, seed=seed, num_envs=num_envs, batch_size=batch_size,
-                               producer=producer, shard_rows=shard_rows, append=append, ranks=ranks)
-
-    if not active():
-        return open_dataset(1)
-    writer = None
-
-    def open_on_main() -> list[dict[str, Any]]:
-        nonlocal writer
-        writer = open_dataset(world_size())
-        return writer.manifest["segments"][-world_size():]
-
-    segments = on_main(open_on_main)
-    return RankWriter(writer, segments)

@@ -10,6 +10,7 @@ nothing from it before ``problem`` has passed it. A problem is one line naming w
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,11 @@ class AnyJSON:
     pass
 
 
+def _first(problems: Iterable[str | None]) -> str | None:
+    """The first problem found (the rest are not looked for), or None."""
+    return next((found for found in problems if found), None)
+
+
 def problem(spec: Spec, value: Any, where: str = "") -> str | None:
     """What is wrong with ``value`` against ``spec`` (one line naming the place), or None."""
     at = where or "the file"
@@ -113,19 +119,11 @@ def problem(spec: Spec, value: Any, where: str = "") -> str | None:
         if len(value) < spec.min_len or (spec.max_len is not None and len(value) > spec.max_len):
             most = "" if spec.max_len is None else f" and at most {spec.max_len}"
             return f"{at} has {len(value)} items, expected at least {spec.min_len}{most}"
-        for i, item in enumerate(value):
-            found = problem(spec.item, item, f"{where}[{i}]")
-            if found:
-                return found
-        return None
+        return _first(problem(spec.item, item, f"{where}[{i}]") for i, item in enumerate(value))
     if isinstance(spec, Map):
         if not isinstance(value, dict):
             return f"{at} is {_short(value)}, expected an object"
-        for key, item in value.items():
-            found = problem(spec.value, item, f"{where}.{key}" if where else key)
-            if found:
-                return found
-        return None
+        return _first(problem(spec.value, item, f"{where}.{key}" if where else key) for key, item in value.items())
     if isinstance(spec, Obj):
         if not isinstance(value, dict):
             return f"{at} is {_short(value)}, expected an object"

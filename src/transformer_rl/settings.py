@@ -42,6 +42,13 @@ class EvalMode(Choice):
     sample = "sample"
 
 
+class FeatureEmbed(Choice):
+    """--feature-embed: how a feature's value becomes a vector (feature tokens)."""
+
+    linear = "linear"
+    table = "table"
+
+
 class KeepData(Choice):
     all = "all"  # every rollout in data/, every evaluation's episodes in evals/
     none = "none"  # neither: a compact run (on-policy learners only)
@@ -62,6 +69,22 @@ class Device(Choice):
     auto = "auto"  # cuda when torch sees a GPU, else cpu
     cpu = "cpu"
     cuda = "cuda"
+
+
+class Tokens(Choice):
+    """--tokens: what one token of the GPT stands for."""
+
+    step = "step"  # one token per timestep, attention across time
+    feature = "feature"  # one token per observation feature, attention across a state's features
+    seed = "seed"  # the original Transformer-RL's layout (models/features.py)
+
+
+class Readout(Choice):
+    """--readout: how a step's feature tokens become the one token its heads read."""
+
+    summary = "summary"
+    mean = "mean"
+    flat = "flat"
 
 
 @dataclass(frozen=True)

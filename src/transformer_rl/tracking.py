@@ -86,6 +86,24 @@ def rewrite(kind: Track, where: Path, *, name: str, config: dict[str, Any], poin
         tracker.close()
 
 
+def resume(kind: Track, where: Path, *, name: str, config: dict[str, Any], rows: list[dict[str, Any]], log):
+    """The tracker of a run that has written ``rows`` so far (none when it starts). The folder of
+    a tracker the run used before and does not use now is rewritten too, so that no tracker of
+    the run shows a rolled-back row; it then stops growing."""
+    points = [scalars(row) for row in rows]
+    for other, folder in FOLDERS.items():
+        if other == kind or not (where / folder).is_dir():
+            continue
+        try:
+            check(other, where)
+        except UsageError:
+            log(f"{where / folder} left as it was (it may show rolled-back rows): resume with "
+                f"--track {other} to rewrite it")
+            continue
+        rewrite(other, where, name=name, config=config, points=points)
+    return open_tracker(kind, where, name=name, config=config, points=points)
+
+
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in config.items():
@@ -176,15 +194,16 @@ def _trackio_store(folder: Path):
 def _environment(values: dict[str, str | None]):
     saved = {key: os.environ.get(key) for key in values}
     try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(values)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(saved)
+
+
+def _set_environment(values: dict[str, str | None]) -> None:
+    """Set each variable, or unset it where its value is None."""
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

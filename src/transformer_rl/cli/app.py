@@ -17,13 +17,13 @@ from transformer_rl.config import PRESETS, RunConfig
 from transformer_rl.errors import UsageError
 from transformer_rl.models import ModelArgs
 from transformer_rl.settings import Algo, Device, EvalMode, Range, Track, check_value, fill
-from transformer_rl.train import LEARNERS
+from transformer_rl.train import LEARNERS, algorithm
 
 app = base_app()
 
 
 MODEL_PANEL, TRAIN_PANEL, RUN_PANEL = "Model", "Training", "Run"
-LEARNER_SETTINGS = {str(algo): cls for algo, (cls, _) in LEARNERS.items()}
+LEARNER_SETTINGS = {str(algo): entry.config for algo, entry in LEARNERS.items()}
 AlgoOpt = Annotated[Algo, typer.Option(help="The learning algorithm (see Training options).")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where the model runs: auto (cuda when torch sees a GPU), "
                                                 "cpu or cuda.")]
@@ -85,7 +85,7 @@ def train(
     """
     from transformer_rl.train.offline import train as run_train
 
-    built = fill({"model": ModelArgs, "learner": LEARNERS[algo][0]}, given or {}, f"to --algo {algo}")
+    built = fill({"model": ModelArgs, "learner": algorithm(algo).config}, given or {}, f"to --algo {algo}")
     if init is not None and any(k in {f.name for f in fields(ModelArgs)} for k in given or {}):
         raise UsageError("model options do not apply with --init: the checkpoint's model is trained")
     progress, update = _train_progress(algo)
@@ -95,7 +95,7 @@ def train(
                            track=track)
     finally:
         stop(progress)
-    shown = "  ".join(f"{k.split('/')[-1]} {result[k]:.4g}" for k in LEARNERS[algo][1].log_keys if k in result)
+    shown = "  ".join(f"{k.split('/')[-1]} {result[k]:.4g}" for k in algorithm(algo).log_keys if k in result)
     console.print(f"{result['parameters']:,} parameters; mean over the training: {shown}; checkpoint -> {out}")
 
 
@@ -128,8 +128,8 @@ def eval_command(
     from transformer_rl.train import checkpoint
 
     loaded = checkpoint.load(ckpt, optimizer=False, device=resolve_device(device))
-    if loaded.algo == Algo.dt and target_return is None:
-        target_return = float(loaded.learner_state.get("best_return", 0.0))
+    if target_return is None:
+        target_return = algorithm(loaded.algo).learner.saved_target(loaded.learner_state)
     if report is not None:
         check_output_json(report, "eval-report", "--report")
     progress, update = progress_bar("eval", "{task.completed}/{task.total} episodes", total=episodes)

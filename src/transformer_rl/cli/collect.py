@@ -67,28 +67,22 @@ def collect(
     Example: trl collect --env CartPole-v1 --steps 100000 --num-envs 8 --out data/cartpole
     """
     from transformer_rl import distributed, envs
+    from transformer_rl.collect.job import collect as run_collect
     from transformer_rl.collect.policies import RandomPolicy
-    from transformer_rl.collect.rollout import CollectConfig, collect_ranks
-    from transformer_rl.collect.rollout import collect as run_collect
+    from transformer_rl.collect.rollout import CollectConfig
 
     cfg = CollectConfig(steps=steps, episodes=episodes, num_envs=num_envs, batch_size=batch_size,
                         seed=seed, shard_rows=shard_rows)
     cfg.validate()
     spec = envs.resolve(env, sticky=sticky, frame_skip=frame_skip)
     progress, update = _collect_progress(steps or episodes, "steps" if steps else "episodes")
+    distributed.init()  # under torchrun: the ranks build one dataset together
     try:
-        if distributed.active():  # under torchrun: the ranks build one dataset together
-            distributed.init()
-            stats = collect_ranks(spec, out, lambda s: RandomPolicy(spec.num_actions, s), cfg, append=resume,
-                                  progress=update)
-        else:
-            stats = run_collect(spec, out, RandomPolicy(spec.num_actions, seed), cfg, append=resume,
-                                progress=update)
+        stats = run_collect(spec, out, RandomPolicy(spec.num_actions, distributed.rank_seed(seed)), cfg,
+                            append=resume, progress=update)
     finally:
         stop(progress)
-    if not distributed.is_main():
-        return
-    console.print(
+    console.print(  # rank 0's console alone prints
         f"{stats.rows:,} transitions in {stats.episodes:,} episodes -> {out} "
         f"(dataset: {stats.dataset_rows:,} rows, {stats.dataset_episodes:,} episodes; "
         f"{stats.steps_per_s:,.0f} env steps/s)"

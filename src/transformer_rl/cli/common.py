@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import sys
 from typing import Annotated
 
@@ -14,10 +13,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
+from transformer_rl import distributed
 from transformer_rl.errors import UsageError
 
 # under torchrun only rank 0 reports (every rank's errors still print)
-console = Console(soft_wrap=True, quiet=os.environ.get("RANK", "0") != "0")
+console = Console(soft_wrap=True, quiet=not distributed.is_main())
 err_console = Console(stderr=True, soft_wrap=True)
 
 

@@ -25,7 +25,8 @@ def datasets_list(
 
     Example: trl datasets list data
     """
-    from transformer_rl.datasets.format import MANIFEST_NAMES, check_shards, read_manifest, totals
+    from transformer_rl.datasets.format import MANIFEST_NAMES, read_manifest, totals
+    from transformer_rl.datasets.shards import check_shards
 
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory")
@@ -160,7 +161,7 @@ def datasets_import(
 
     Example: trl datasets import trl/cartpole-random-v0 --out data/from-minari
     """
-    from transformer_rl.datasets.minari import import_minari
+    from transformer_rl.datasets.minari_import import import_minari
 
     done = import_minari(minari, out, root=minari_root, env=env)
     replay = "`trl datasets verify` re-simulates it" if done["resimulable"] else \

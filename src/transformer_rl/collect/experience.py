@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from transformer_rl.collect.job import collect
 from transformer_rl.collect.policies import RandomPolicy
-from transformer_rl.collect.rollout import CollectConfig, Collector, collect
+from transformer_rl.collect.rollout import CollectConfig, Collector
 from transformer_rl.collect.trace import rollout_transitions
+from transformer_rl.datasets.ranks import DiscardingWriter, open_writer
 from transformer_rl.datasets.reader import Transitions, join, load
-from transformer_rl.distributed import all_sum, open_writer, rank, rank_seed
+from transformer_rl.distributed import all_sum, rank_seed
 from transformer_rl.envs import EnvSpec
 from transformer_rl.errors import UsageError
 from transformer_rl.settings import KeepData
@@ -28,13 +30,14 @@ def pool_seed(seed: int, num_envs: int, it: int) -> int:
     return seed * 1000 + it * max(10, num_envs)
 
 
-def _summary(env_steps: int, returns: list[float], start: float, policy=None) -> dict[str, Any]:
-    """The play of every rank (under torchrun): env steps summed, returns averaged."""
+def _summary(env_steps: int, returns: list[float], start: float, epsilon: float | None = None) -> dict[str, Any]:
+    """The play of every rank (under torchrun): env steps summed, returns averaged; the
+    exploration rate of the policy that played, if it explores."""
     env_steps, total, count = all_sum([env_steps, float(np.sum(returns)), len(returns)])
     summary = {"env_steps": int(env_steps), "collect_s": time.perf_counter() - start,
                "mean_return": total / count if count else None}
-    if isinstance(policy, RandomPolicy) or getattr(policy, "mode", None) == "epsilon":
-        summary["epsilon"] = getattr(policy, "epsilon", 1.0)  # of the policy that played (uniform: 1)
+    if epsilon is not None:
+        summary["epsilon"] = epsilon
     return summary
 
 
@@ -46,24 +49,22 @@ class ReplayExperience:
     def __init__(self, spec: EnvSpec, data_dir: Path, cfg, first_iteration: int):
         self.spec, self.data_dir, self.cfg = spec, data_dir, cfg
         self.seed_episodes = None
-        if cfg.seed_data is not None:
+        if cfg.seed_data is not None:  # RunConfig.validate checked its env
             seed = load(cfg.seed_data)
-            if seed.manifest["env_id"] != spec.env_id:
-                raise UsageError(f"--seed-data {cfg.seed_data} holds {seed.manifest['env_id']} data, "
-                                 f"not {spec.env_id}")
             best = seed.best_episodes(cfg.seed_percent, cfg.seed_below_return)
             if not len(best):
                 raise UsageError(f"--seed-data {cfg.seed_data} has no episode below --seed-below-return "
                                  f"{cfg.seed_below_return:g}; raise it")
             self.seed_episodes = seed.episodes(best)
 
-    def play(self, it: int, learner, env_steps: int) -> tuple[Transitions, dict[str, Any]]:
+    def play(self, it: int, learner, env_steps: int, weights: int) -> tuple[Transitions, dict[str, Any]]:
+        """Iteration ``it``'s play by ``learner`` (None: uniformly) after ``env_steps`` env steps,
+        with the weights of iteration ``weights``."""
         cfg, start = self.cfg, time.perf_counter()
         seed = pool_seed(cfg.seed, cfg.num_envs, it)
         if learner is None:
             policy = RandomPolicy(self.spec.num_actions, rank_seed(seed))
         else:
-            weights = getattr(learner, "iteration", it - 1)  # a Snapshot (--overlap) lags one more
             policy = learner.behaviour(cfg.num_envs, rank_seed(seed), env_steps,
                                        {"iteration": weights, "checkpoint": f"iter-{weights:03d}"})
         writer = open_writer(self.data_dir, self.spec, seed=seed, num_envs=cfg.num_envs,
@@ -76,7 +77,7 @@ class ReplayExperience:
         data = load(self.data_dir, newest_rows=cfg.learner.replay_rows)
         if self.seed_episodes is not None:
             data = join([self.seed_episodes, data])
-        return data, _summary(stats.env_steps, stats.returns, start, policy)
+        return data, _summary(stats.env_steps, stats.returns, start, policy.exploring)
 
     def flush(self) -> None:
         pass
@@ -102,19 +103,21 @@ class RolloutExperience:
                                  producer=producer, shard_rows=CollectConfig.shard_rows, append=data_dir.exists())
         # the K steps before a rollout's first row, and one more so that the first of them
         # has its previous action: every learned row then sees the window it acted on
-        self.collector = Collector(spec, data_dir, CollectConfig(num_envs=cfg.num_envs, seed=self.seed),
-                                   producer=producer, writer=writer, trace_context=cfg.model.window + 1)
+        self.collector = Collector(spec, CollectConfig(num_envs=cfg.num_envs, seed=self.seed), writer,
+                                   trace_context=cfg.model.window + 1)
         self.seed = rank_seed(self.seed)  # the policies' (a rank's own under torchrun)
         self.policy = None  # one policy for the whole stream: it keeps each env's context
 
-    def play(self, it: int, learner, env_steps: int) -> tuple[Transitions, dict[str, Any]]:
+    def play(self, it: int, learner, env_steps: int, weights: int) -> tuple[Transitions, dict[str, Any]]:
+        """Iteration ``it``'s rollout; the policy is ``learner``'s first (one stream: it keeps each
+        env's context), whatever weights it is given later."""
         start, collector = time.perf_counter(), self.collector
         if self.policy is None and learner is not None:
             self.policy = learner.behaviour(self.cfg.num_envs, self.seed, env_steps, {})
         returns_before, steps_before = len(collector.finished_returns), collector.stats.env_steps
         policy = self.policy or RandomPolicy(self.spec.num_actions, self.seed, record_logp=True)
         trace = collector.play(policy, env_steps=self.cfg.steps_per_iteration)
-        collector.writer.sync()  # under torchrun: the ranks' finished episodes to rank 0's writer
+        collector.writer.exchange()  # under torchrun: the ranks' finished episodes to rank 0's writer
         return rollout_transitions(trace), _summary(collector.stats.env_steps - steps_before,
                                                     collector.finished_returns[returns_before:], start)
 
@@ -123,29 +126,3 @@ class RolloutExperience:
 
     def close(self) -> None:
         self.collector.close()
-
-
-class DiscardingWriter:
-    """A dataset writer's interface that keeps no episode (``--keep-data none``): this rank's
-    pool plays the env streams it would play in a dataset (seed + this rank's offset)."""
-
-    def __init__(self, seed: int, num_envs: int):
-        offset = rank() * num_envs
-        self.segment = {"env_index_offset": offset, "seed": seed + offset, "num_envs": num_envs, "env_steps": 0}
-        self.rows = self.episodes = self.buffered_rows = 0
-
-    def add(self, batch) -> None:
-        self.rows += batch.rows
-        self.episodes += batch.episodes
-
-    def sync(self) -> None:
-        pass
-
-    def flush(self, wait: bool = True) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def abandon(self) -> None:
-        pass

@@ -24,6 +24,11 @@ class Policy(Protocol):
         """What produced the data, for the dataset manifest."""
         ...
 
+    @property
+    def exploring(self) -> float | None:
+        """The chance of a uniform action, for a policy that explores so (else None)."""
+        ...
+
 
 class RandomPolicy:
     """Uniform over the discrete actions."""
@@ -42,17 +47,22 @@ class RandomPolicy:
     def describe(self) -> dict[str, Any]:
         return {"policy": "random", "seed": self.seed, "checkpoint": None, "iteration": None}
 
+    @property
+    def exploring(self) -> float:
+        return 1.0
+
 
 class ModelPolicy:
     """Acts with a trained model, keeping each env's last K observations on the fly.
 
-    mode "greedy": argmax of Q (DQN) or of the policy logits (PPO, DT, BC); "epsilon":
-    epsilon-greedy over Q; "sample": sample from the policy, recording logp and value for PPO.
+    ``acts_on`` "q" (DQN): argmax of Q, or epsilon-greedy over Q in mode "epsilon"; "policy"
+    (PPO, DT, BC): argmax of the policy logits in mode "greedy", else ("sample") sampled from the
+    policy, recording logp and value for PPO.
     A Decision Transformer also keeps each env's return-to-go, from ``target_return`` down by
     every reward, and its timestep in the episode.
     """
 
-    def __init__(self, model, num_envs: int, mode: str, *, algo: str = "dqn",
+    def __init__(self, model, num_envs: int, mode: str, *, algo: str, acts_on: str = "policy",
                  epsilon: float = 0.0, seed: int = 0, describe: dict[str, Any] | None = None,
                  target_return: float = 0.0):
         import torch
@@ -62,6 +72,7 @@ class ModelPolicy:
         if mode not in ("greedy", "epsilon", "sample"):
             raise ValueError(f"unknown mode {mode!r}")
         self.torch, self.autocast, self.model, self.mode, self.algo = torch, autocast, model, mode, algo
+        self.acts_on = acts_on
         self.epsilon, self.seed, self.extra = epsilon, seed, describe or {}
         self.device = next(model.parameters()).device
         cfg = model.config
@@ -101,7 +112,7 @@ class ModelPolicy:
         with torch.inference_mode(), self.autocast(self.device):
             out = self.model(*(torch.from_numpy(a).to(self.device) for a in inputs), last_only=True)
         logp = value = None
-        if self.algo == "dqn":
+        if self.acts_on == "q":
             q = out.q[:, -1].float().cpu()  # (B, A)
             action = q.argmax(-1).numpy()
             if self.mode == "epsilon" and self.epsilon > 0:
@@ -124,3 +135,7 @@ class ModelPolicy:
     def describe(self) -> dict[str, Any]:
         return {"policy": f"{self.algo}-{self.mode}", "epsilon": self.epsilon, "seed": self.seed,
                 **self.extra}
+
+    @property
+    def exploring(self) -> float | None:
+        return self.epsilon if self.mode == "epsilon" else None

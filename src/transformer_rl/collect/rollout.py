@@ -1,4 +1,5 @@
-"""The rollout loop: EnvPool plays, finished episodes go to the dataset writer.
+"""The rollout loop: EnvPool plays, finished episodes go to the dataset writer (`collect/job.py`
+runs one collection to a target with it).
 
 EnvPool autoresets a finished env on its *next* step: that step ignores the action and returns
 the new episode's first observation with ``elapsed_step == 0``. It is not a transition, so the
@@ -9,19 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from transformer_rl.collect.policies import Policy
 from transformer_rl.collect.steplog import StepLog
 from transformer_rl.collect.trace import Trace
-from transformer_rl.datasets.writer import open_for_append
 from transformer_rl.distributed import pool_threads
 from transformer_rl.envs import EnvSpec, make_pool, observe
 from transformer_rl.errors import UsageError
-from transformer_rl.settings import MAX_ENVS, check_seed
+from transformer_rl.settings import MAX_ENVS, check_seed, option_name
 
 
 @dataclass
@@ -40,7 +39,7 @@ class CollectConfig:
         for name in ("steps", "episodes", "num_envs", "batch_size", "shard_rows", "episodes_per_env"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise UsageError(f"{option_name(name)} must be positive, got {value}")
         if self.num_envs > MAX_ENVS:
             name = "--episodes" if self.episodes_per_env else "--num-envs"  # evaluation: one env each
             raise UsageError(f"{name} {self.num_envs} is out of range: give at most {MAX_ENVS} (envs in one pool)")
@@ -90,29 +89,24 @@ class Collector:
     """An EnvPool pool and the dataset it feeds, kept alive across ``play`` calls.
 
     Episodes carry on from one call to the next, so PPO can train on fixed-length rollouts
-    while the dataset still receives only whole episodes. ``collect`` is one call of it.
+    while the dataset still receives only whole episodes. `collect` (job.py) plays one to a target.
     """
 
-    def __init__(self, spec: EnvSpec, out: Path, cfg: CollectConfig, *, producer: dict,
-                 append: bool = False, progress: ProgressFn | None = None, trace_context: int = 0,
-                 cut_entries: int = 1 << 16, cut_every_s: float = 0.5, writer=None):
-        cfg.validate()
+    def __init__(self, spec: EnvSpec, cfg: CollectConfig, writer, *, progress: ProgressFn | None = None,
+                 trace_context: int = 0, cut_entries: int = 1 << 16, cut_every_s: float = 0.5):
         self.spec, self.cfg, self.progress = spec, cfg, progress
         self.cut_entries, self.cut_every_s = cut_entries, cut_every_s
         self.batch_size = cfg.batch_size or cfg.num_envs
-        self.sync = self.batch_size == cfg.num_envs
-        if trace_context and not self.sync:
+        self.sync_pool = self.batch_size == cfg.num_envs
+        if trace_context and not self.sync_pool:
             raise ValueError("traces need a sync pool")
-        # ``writer``: one opened for this pool already (a rank's, under torchrun)
-        self.writer = writer or open_for_append(Path(out), spec, seed=cfg.seed, num_envs=cfg.num_envs,
-                                                batch_size=self.batch_size, producer=producer,
-                                                shard_rows=cfg.shard_rows, append=append)
+        self.writer = writer  # opened for this pool (datasets/ranks.py: `open_writer`)
         self.segment = self.writer.segment
         self.done = False  # the config's target is in the dataset
         self.stats = CollectStats(dataset_rows=self.writer.rows, dataset_episodes=self.writer.episodes)
         self.pool = None
         self.pool_threads = pool_threads()
-        self.log = StepLog(spec.obs_dim, spec.obs_dtype, capacity=max(1 << 16, 4 * cfg.num_envs))
+        self.step_log = StepLog(spec.obs_dim, spec.obs_dtype, capacity=max(1 << 16, 4 * cfg.num_envs))
         self.trace_context = trace_context
         self.trace: list[dict[str, np.ndarray]] = []
         self.pending: Entries | None = None  # the newest entries, not acted on yet
@@ -128,7 +122,7 @@ class Collector:
             self.ended_per_env = np.zeros(cfg.num_envs, np.int64)
 
     def _cut(self, max_episodes: int | None = None) -> None:
-        batch = self.log.cut(max_episodes, self.quota)
+        batch = self.step_log.cut(max_episodes, self.quota)
         batch.env_index += self.segment["env_index_offset"]
         self.writer.add(batch)
         stats = self.stats
@@ -140,16 +134,16 @@ class Collector:
         stats.wall_s = time.perf_counter() - self.start
         if self.progress is not None:
             self.progress(stats)
-        self.carried, self.last_cut = self.log.size, time.perf_counter()
+        self.carried, self.last_cut = self.step_log.size, time.perf_counter()
 
     def _receive(self) -> None:
         """Take EnvPool's next batch as ``pending``, counting what ``_reached`` needs; the rest
-        of its bookkeeping (``_log``) waits until its actions are sent, while EnvPool steps."""
+        of its bookkeeping (``_record``) waits until its actions are sent, while EnvPool steps."""
         if self.pool is None:
             t0 = time.perf_counter()
             self.pool = make_pool(self.spec, self.cfg.num_envs, self.segment["seed"], self.batch_size,
                                   self.pool_threads)
-            if self.sync:
+            if self.sync_pool:
                 obs, info = self.pool.reset()
                 n = self.cfg.num_envs
                 self.result = (obs, np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool), info)
@@ -170,18 +164,18 @@ class Collector:
         self.pending = Entries(observe(self.spec, obs, info), ids, first, reward, terminated, truncated,
                                elapsed, ends, info.get("lives"))
 
-    def _log(self, e: Entries, action=None, logp=None, value=None) -> None:
+    def _record(self, e: Entries, action=None, logp=None, value=None) -> None:
         """Add the pending entries (and the actions taken on them, when given) to the log and
         the trace, and close the returns of the episodes they end."""
-        e.at = self.log.add(e.ids, e.obs, e.reward, e.terminated, e.truncated, e.elapsed)
+        e.at = self.step_log.add(e.ids, e.obs, e.reward, e.terminated, e.truncated, e.elapsed)
         if action is not None:
-            self.log.acted(e.at, action, logp, value)
+            self.step_log.acted(e.at, action, logp, value)
         if self.trace_context:
             self.trace.append({"obs": e.obs.copy(), "reward": e.reward, "terminated": e.terminated,
                                "truncated": e.truncated, "elapsed": e.elapsed, "lives": e.lives})
             if action is not None:
                 self._trace_action(action, logp)
-        if self.sync:  # ids are 0..N-1 in order
+        if self.sync_pool:  # ids are 0..N-1 in order
             self.running_return += e.reward
         else:
             self.running_return[e.ids] += e.reward
@@ -215,11 +209,11 @@ class Collector:
                 break
             e = self.pending
             action, logp, value = policy.act(e.obs, e.ids, e.first, e.reward)
-            self.pool.send(action, None if self.sync else e.ids)  # EnvPool steps them meanwhile
+            self.pool.send(action, None if self.sync_pool else e.ids)  # EnvPool steps them meanwhile
             if e.at is None:
-                self._log(e, action, logp, value)
+                self._record(e, action, logp, value)
             else:  # logged when the previous play() ended on it
-                self.log.acted(e.at, action, logp, value)
+                self.step_log.acted(e.at, action, logp, value)
                 if self.trace_context:
                     self._trace_action(action, logp)
             self.pending = None
@@ -227,7 +221,7 @@ class Collector:
             # shard's end, cut once the rows it still needs could be there, so shards hold about
             # shard_rows rows (not up to twice that)
             need = max(cfg.shard_rows - self.writer.buffered_rows, cfg.num_envs)
-            if (self.log.size >= self.carried + min(self.cut_entries, need)
+            if (self.step_log.size >= self.carried + min(self.cut_entries, need)
                     or time.perf_counter() - self.last_cut > self.cut_every_s):
                 self._cut()
         stats.wall_s = time.perf_counter() - self.start
@@ -249,7 +243,7 @@ class Collector:
             if self.stats.env_steps < stop_at_steps:
                 return False
             if self.pending.at is None:  # the next play() starts from these entries
-                self._log(self.pending)
+                self._record(self.pending)
             return True
         cut: dict[str, int] = {}
         if self.quota is not None:
@@ -262,7 +256,7 @@ class Collector:
         timeout = not done and until is not None and time.perf_counter() >= until
         if done:
             if self.pending.at is None:  # the entries that end these episodes must be in the log
-                self._log(self.pending)
+                self._record(self.pending)
             self._cut(**cut)
         elif timeout:  # the pending entries stay out of the log until they are acted on: a cut
             self._cut()  # moves the log's entries, and their actions must land on their rows
@@ -289,96 +283,3 @@ class Collector:
         if self.progress is not None:
             self.progress(stats)
         return stats
-
-
-def collect(
-    spec: EnvSpec,
-    out: Path,
-    policy: Policy,
-    cfg: CollectConfig,
-    *,
-    append: bool = False,
-    progress: ProgressFn | None = None,
-    cut_entries: int = 1 << 16,
-    cut_every_s: float = 0.5,
-    writer=None,
-) -> CollectStats:
-    """Play ``policy`` in EnvPool and append whole episodes to the dataset at ``out``.
-
-    With ``append`` the targets count what the dataset already holds (that is ``--resume``);
-    new streams continue after the dataset's last env index. ``writer``: one opened already.
-    """
-    if cfg.steps is None and cfg.episodes is None and cfg.episodes_per_env is None:
-        raise UsageError("give one of --steps or --episodes")
-    collector = Collector(spec, out, cfg, producer=policy.describe(), append=append, progress=progress,
-                          cut_entries=cut_entries, cut_every_s=cut_every_s, writer=writer)
-    try:
-        collector.play(policy)
-    except BaseException as e:
-        if isinstance(e, KeyboardInterrupt):
-            collector.close()
-        else:
-            collector.writer.abandon()
-        raise
-    return collector.close()
-
-
-def collect_ranks(
-    spec: EnvSpec,
-    out: Path,
-    make_policy: Callable[[int], Policy],
-    cfg: CollectConfig,
-    *,
-    append: bool = False,
-    progress: ProgressFn | None = None,
-    exchange_every_s: float = 0.5,
-) -> CollectStats:
-    """`collect` for the ranks of a torchrun job, which build one dataset together: each rank
-    plays ``cfg.num_envs / N`` envs (its own segment) towards its equal part of the target;
-    every ``exchange_every_s`` the ranks send their finished episodes to rank 0, which writes
-    them. ``make_policy(seed)``: the behaviour policy of a rank, from its segment's seed.
-    Returns the job's totals (on rank 0; a rank's own elsewhere)."""
-    from transformer_rl import distributed
-
-    if cfg.steps is None and cfg.episodes is None:
-        raise UsageError("give one of --steps or --episodes")
-    cfg.validate()
-    local = replace(cfg, num_envs=distributed.share(cfg.num_envs, "--num-envs"),
-                    batch_size=None if cfg.batch_size is None else distributed.share(cfg.batch_size, "--batch-size"))
-    writer = distributed.open_writer(out, spec, seed=cfg.seed, num_envs=local.num_envs,
-                                     batch_size=local.batch_size or local.num_envs,
-                                     producer=make_policy(cfg.seed).describe(), shard_rows=cfg.shard_rows,
-                                     append=append)
-    before = distributed.on_main(lambda: [writer.writer.rows, writer.writer.episodes])
-    # the target less what the dataset holds (--resume), split: rank r takes one more if r < rest
-    target = cfg.steps if cfg.steps is not None else cfg.episodes
-    left = max(target - (before[0] if cfg.steps is not None else before[1]), 0)
-    part = left // distributed.world_size() + (distributed.rank() < left % distributed.world_size())
-    local = replace(local, steps=part if cfg.steps is not None else None,
-                    episodes=part if cfg.episodes is not None else None)
-
-    def job_progress(stats: CollectStats) -> None:  # rank 0 shows the dataset's growth
-        progress(replace(stats, rows=writer.writer.rows - before[0],
-                         episodes=writer.writer.episodes - before[1]))
-
-    collector = Collector(spec, out, local, producer={}, writer=writer,
-                          progress=job_progress if progress and distributed.is_main() else None)
-    policy = make_policy(writer.segment["seed"])
-    try:
-        while True:
-            if part and not collector.done:
-                collector.play(policy, until=time.perf_counter() + exchange_every_s)
-            writer.sync()
-            if distributed.all_done(collector.done or not part):
-                break
-        stats = collector.close()
-    except BaseException:
-        writer.abandon()
-        raise
-    env_steps, wall = distributed.all_sum([stats.env_steps, stats.wall_s - stats.startup_s])
-    if distributed.is_main():
-        rows, episodes = writer.writer.rows - before[0], writer.writer.episodes - before[1]
-        stats = replace(stats, rows=rows, episodes=episodes, env_steps=int(env_steps),
-                        dataset_rows=writer.writer.rows, dataset_episodes=writer.writer.episodes,
-                        wall_s=wall / distributed.world_size() + stats.startup_s)
-    return stats

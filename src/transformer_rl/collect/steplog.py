@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transformer_rl.datasets.writer import EpisodeBatch
+from transformer_rl.datasets.batch import EpisodeBatch
 
 
 class StepLog:

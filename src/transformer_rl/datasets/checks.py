@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transformer_rl.datasets.format import read_manifest, shard_problem, table_problems
+from transformer_rl.datasets.format import read_manifest
 from transformer_rl.datasets.reader import Transitions, load
+from transformer_rl.datasets.shards import shard_problem, table_problems
 from transformer_rl.envs import EnvSpec, make_pool, observe
 
 

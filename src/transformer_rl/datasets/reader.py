@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from transformer_rl.datasets.format import read_manifest, read_shard
+from transformer_rl.datasets.format import read_manifest
+from transformer_rl.datasets.shards import read_shard
 
 
 @dataclass

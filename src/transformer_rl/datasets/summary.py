@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from transformer_rl.datasets.format import read_manifest, read_shard, totals
+from transformer_rl.datasets.format import read_manifest, totals
+from transformer_rl.datasets.shards import read_shard
 
 
 def summarize(root: Path) -> dict[str, Any]:

@@ -17,14 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from transformer_rl.collect.job import collect
 from transformer_rl.collect.policies import ModelPolicy
-from transformer_rl.collect.rollout import CollectConfig, collect
+from transformer_rl.collect.rollout import CollectConfig
+from transformer_rl.datasets.ranks import DiscardingWriter
 from transformer_rl.datasets.reader import load
 from transformer_rl.datasets.writer import open_for_append
 from transformer_rl.envs import EnvSpec, make_pool
 from transformer_rl.errors import UsageError
 from transformer_rl.files import atomic_write_bytes, output_path, removed_on_failure
 from transformer_rl.settings import ENVS, EvalMode, Range, check_seed, check_value
+from transformer_rl.train import algorithm, check_mode, check_target
 
 
 def evaluate(
@@ -46,11 +49,8 @@ def evaluate(
     Transformer plays for ``target_return``. Returns the report (and writes the recording / GIF).
     ``progress`` is called with the number of episodes finished as they finish."""
     mode = EvalMode(mode)
-    if mode == EvalMode.sample and algo == "dqn":
-        raise UsageError("--mode sample needs a policy; this is a DQN checkpoint: use greedy")
-    if (target_return is not None) != (algo == "dt"):
-        raise UsageError("--target-return is for Decision Transformer checkpoints (--algo dt) only"
-                         if target_return is not None else "a Decision Transformer needs a --target-return")
+    check_mode(algo, mode)
+    check_target(algo, target_return)
     if target_return is not None:
         check_value("target_return", target_return, None)
     check_value("episodes", episodes, ENVS)
@@ -62,27 +62,16 @@ def evaluate(
     if gif is not None:
         gif = output_path(gif, "--gif")
         check_gif(gif, spec)
-    policy = ModelPolicy(model, episodes, mode, algo=algo, seed=seed, describe=producer,
-                         target_return=target_return or 0.0)
+    policy = ModelPolicy(model, episodes, mode, algo=algo, acts_on=algorithm(algo).acts_on, seed=seed,
+                         describe=producer, target_return=target_return or 0.0)
     cfg = CollectConfig(episodes_per_env=1, num_envs=episodes, seed=seed)
-    tmp = None
-    if out is None:
-        tmp = Path(tempfile.mkdtemp(prefix="trl-eval-"))
-        out = tmp / "episodes"
+    counted = None if progress is None else lambda stats: progress(stats.episodes)
     start = time.perf_counter()
-    try:
-        writer = open_for_append(out, spec, seed=seed, num_envs=episodes, batch_size=episodes,
-                                 producer=policy.describe(), shard_rows=cfg.shard_rows, append=False)
-        # a recording is all the episodes or nothing: a failure or a signal removes it
-        with removed_on_failure(out, writer.created):
-            stats = collect(spec, out, policy, cfg, writer=writer,
-                            progress=None if progress is None else lambda stats: progress(stats.episodes))
-            wall = time.perf_counter() - start
-            if gif is not None:
-                write_gif(out, spec, gif, max_frames=gif_frames)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    if out is None and gif is None:  # nothing to keep: the episodes are counted, never written
+        stats = collect(spec, out, policy, cfg, writer=DiscardingWriter(seed, episodes), progress=counted)
+        wall = time.perf_counter() - start
+    else:
+        stats, wall = _recorded(spec, out, policy, cfg, counted, gif, gif_frames, start)
     returns, lengths = np.array(stats.returns), np.array(stats.lengths)
     return {
         "env_id": spec.env_id,
@@ -102,6 +91,29 @@ def evaluate(
         "target_return": target_return,
         "recorded": str(record) if record is not None else None,
     }
+
+
+def _recorded(spec: EnvSpec, out: Path | None, policy, cfg: CollectConfig, counted, gif: Path | None,
+              gif_frames: int, start: float):
+    """Play the evaluation into a recording at ``out`` (or, for a GIF only, a temporary one):
+    (stats, wall seconds)."""
+    tmp = None
+    if out is None:  # the GIF replays the first episode from a recording
+        tmp = Path(tempfile.mkdtemp(prefix="trl-eval-"))
+        out = tmp / "episodes"
+    try:
+        writer = open_for_append(out, spec, seed=cfg.seed, num_envs=cfg.num_envs, batch_size=cfg.num_envs,
+                                 producer=policy.describe(), shard_rows=cfg.shard_rows, append=False)
+        # a recording is all the episodes or nothing: a failure or a signal removes it
+        with removed_on_failure(out, writer.created):
+            stats = collect(spec, out, policy, cfg, writer=writer, progress=counted)
+            wall = time.perf_counter() - start
+            if gif is not None:
+                write_gif(out, spec, gif, max_frames=gif_frames)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return stats, wall
 
 
 def write_gif(dataset: Path, spec: EnvSpec, path: Path, episode: int = 0, max_frames: int = 600) -> None:

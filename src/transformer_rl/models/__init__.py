@@ -18,7 +18,18 @@ from transformer_rl.errors import UsageError
 from transformer_rl.models.features import SeedGPT
 from transformer_rl.models.gpt import GPT, GPTConfig, ModelOutput
 from transformer_rl.models.mlp import MLP, MLPConfig
-from transformer_rl.settings import POSITIVE, Choice, Device, ModelKind, Range, check, setting
+from transformer_rl.settings import (
+    POSITIVE,
+    Choice,
+    Device,
+    FeatureEmbed,
+    ModelKind,
+    Range,
+    Readout,
+    Tokens,
+    check,
+    setting,
+)
 
 if TYPE_CHECKING:
     from transformer_rl.datasets.reader import Transitions
@@ -31,23 +42,6 @@ __all__ = ["GPT", "GPTConfig", "MLP", "MLPConfig", "ModelArgs", "ModelOutput", "
 class RamNorm(Choice):
     data = "data"
     fixed = "fixed"
-
-
-class Tokens(Choice):
-    step = "step"  # one token per timestep, attention across time
-    feature = "feature"  # one token per observation feature, attention across a state's features
-    seed = "seed"  # the original Transformer-RL's layout (models/features.py)
-
-
-class FeatureEmbed(Choice):
-    linear = "linear"
-    table = "table"
-
-
-class Readout(Choice):
-    summary = "summary"
-    mean = "mean"
-    flat = "flat"
 
 
 @dataclass

@@ -24,14 +24,7 @@ from transformer_rl.datasets.reader import Transitions
 from transformer_rl.datasets.sequences import Sequences, build_sequences
 from transformer_rl.models import autocast
 from transformer_rl.settings import POSITIVE, UNIT, Range, setting
-from transformer_rl.train.learner import (
-    Progress,
-    check_finite,
-    load_optimizer_state,
-    optimizer_state,
-    optimizer_step,
-    to_tensor,
-)
+from transformer_rl.train.learner import Learner, Progress, check_finite, optimizer_step, to_tensor
 
 
 @dataclass
@@ -137,11 +130,12 @@ class DQNBatcher:
         }
 
 
-class DQNLearner:
+class DQNLearner(Learner):
     """Online network (the model), target network, Adam; ``update`` runs ``cfg.updates`` steps."""
 
     on_policy = False
     log_keys = ("charts/epsilon", "losses/td_loss")
+    acts_on = "q"
 
     def __init__(self, model: torch.nn.Module, cfg: DQNConfig):
         self.model, self.cfg = model, cfg
@@ -150,7 +144,7 @@ class DQNLearner:
         self.updates = 0
 
     def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]) -> ModelPolicy:
-        return ModelPolicy(self.model, num_envs, "epsilon", algo="dqn",
+        return ModelPolicy(self.model, num_envs, "epsilon", algo="dqn", acts_on=self.acts_on,
                            epsilon=self.cfg.epsilon_at(env_steps), seed=seed,
                            describe=describe)
 
@@ -183,9 +177,3 @@ class DQNLearner:
             "charts/train_s": wall,
             "charts/replay_rows": len(data),
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return optimizer_state(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_optimizer_state(self, state)

@@ -27,14 +27,7 @@ from transformer_rl.datasets.sequences import build_sequences
 from transformer_rl.errors import UsageError
 from transformer_rl.models import autocast
 from transformer_rl.settings import POSITIVE, Range, setting
-from transformer_rl.train.learner import (
-    Progress,
-    check_finite,
-    load_optimizer_state,
-    optimizer_state,
-    optimizer_step,
-    to_tensor,
-)
+from transformer_rl.train.learner import Learner, Progress, check_finite, optimizer_step, to_tensor
 
 MAX_TIMESTEP = 2048
 
@@ -83,7 +76,7 @@ def action_loss(model, batch: dict[str, torch.Tensor], ent_coef: float = 0.0
     return loss, accuracy
 
 
-class DTLearner:
+class DTLearner(Learner):
     """AdamW over the model; ``update`` runs ``cfg.updates`` steps on windows of ``data``.
     ``conditioned`` False makes it behaviour cloning."""
 
@@ -104,12 +97,17 @@ class DTLearner:
         """What `trl run` evaluates a Decision Transformer for: the best return seen."""
         return self.best_return if self.conditioned else None
 
-    @staticmethod
-    def model_extras(cfg: DTConfig, spec, data: Transitions, conditioned: bool = True) -> dict[str, Any]:
+    @classmethod
+    def saved_target(cls, state: dict[str, Any]) -> float | None:
+        return float(state.get("best_return", 0.0)) if cls.conditioned else None
+
+    @classmethod
+    def model_extras(cls, cfg: DTConfig, spec, data: Transitions) -> dict[str, Any]:
         returns = data.episode_returns()
         scale = float(max(np.abs(returns).max(initial=0.0), 1.0))
         # steps past MAX_TIMESTEP share the last embedding (Atari episodes can run 27,000 steps)
-        return {"rtg": conditioned, "rtg_scale": scale, "max_timestep": min(spec.max_episode_steps + 1, MAX_TIMESTEP)}
+        return {"rtg": cls.conditioned, "rtg_scale": scale,
+                "max_timestep": min(spec.max_episode_steps + 1, MAX_TIMESTEP)}
 
     def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]) -> ModelPolicy:
         target = self.cfg.target_scale * self.best_return if self.conditioned else 0.0
@@ -157,10 +155,10 @@ class DTLearner:
                 "charts/best_return": self.best_return}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**optimizer_state(self), "best_return": self.best_return}
+        return {**super().state_dict(), "best_return": self.best_return}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_optimizer_state(self, state)
+        super().load_state_dict(state)
         self.best_return = float(state.get("best_return", 0.0))
 
 
@@ -168,7 +166,3 @@ class BCLearner(DTLearner):
     """Behaviour cloning: the Decision Transformer's network and loss, no return-to-go."""
 
     conditioned = False
-
-    @staticmethod
-    def model_extras(cfg: DTConfig, spec, data: Transitions, conditioned: bool = False) -> dict[str, Any]:
-        return DTLearner.model_extras(cfg, spec, data, conditioned=False)

@@ -28,12 +28,32 @@ Progress = Callable[[int, int, dict[str, float]], None]
 
 
 class Learner(Protocol):
+    """Every member the run loop and the CLI use; a learner class subclasses this to take the
+    defaults of the optional ones."""
+
     model: torch.nn.Module
     cfg: Any  # the algorithm's config (a dataclass of settings)
     optimizer: torch.optim.Optimizer
     updates: int  # gradient steps so far
     on_policy: bool  # learns from the newest rollout (True) or a replay of the dataset (False)
     log_keys: tuple[str, ...]  # the metrics a one-line log shows
+    acts_on: str = "policy"  # how its policy acts: "q" (argmax / epsilon-greedy over Q) or "policy"
+    conditioned: bool = False  # plays for a return-to-go (a Decision Transformer)
+
+    @property
+    def eval_target(self) -> float | None:
+        """The return an evaluation plays for (a Decision Transformer's), else None."""
+        return None
+
+    @staticmethod
+    def model_extras(cfg: Any, spec, data: Transitions) -> dict[str, Any]:
+        """What the algorithm adds to the model's config, from the first data (a DT's embeddings)."""
+        return {}
+
+    @classmethod
+    def saved_target(cls, state: dict[str, Any]) -> float | None:
+        """``eval_target`` of the learner whose ``state_dict`` is ``state`` (a checkpoint's)."""
+        return None
 
     def update(self, data: Transitions, *, seed: int, progress: Progress | None = None) -> dict[str, float]:
         ...
@@ -43,22 +63,15 @@ class Learner(Protocol):
         ...
 
     def state_dict(self) -> dict[str, Any]:
-        ...
+        """What a checkpoint keeps to resume: by default the optimizer and the update count."""
+        return {"optimizer": self.optimizer.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        ...
-
-
-def optimizer_state(learner: Learner) -> dict[str, Any]:
-    return {"optimizer": learner.optimizer.state_dict(), "updates": learner.updates}
-
-
-def load_optimizer_state(learner: Learner, state: dict[str, Any]) -> None:
-    if state.get("optimizer") is not None:
-        learner.optimizer.load_state_dict(state["optimizer"])
-        for group in learner.optimizer.param_groups:  # the command line's --lr, not the saved one
-            group["lr"] = learner.cfg.lr
-    learner.updates = int(state.get("updates", 0))
+        if state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:  # the command line's --lr, not the saved one
+                group["lr"] = self.cfg.lr
+        self.updates = int(state.get("updates", 0))
 
 
 def optimizer_step(learner: Learner, loss: torch.Tensor, max_grad_norm: float) -> None:
@@ -88,19 +101,18 @@ def to_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
 class Snapshot:
     """A learner as the actor sees it with --overlap: a shallow copy of it taken between updates
     (so what its behaviour policy reads, such as a DT's best return, is fixed) holding its own
-    copy of the model, so the learner can update in another thread meanwhile. ``iteration``:
-    whose weights the copy holds."""
+    copy of the model, so the learner can update in another thread meanwhile."""
 
-    def __init__(self, learner: Learner, iteration: int):
+    def __init__(self, learner: Learner):
         self.learner = learner
         self.model = copy.deepcopy(learner.model).requires_grad_(False)
-        self.sync(iteration)
+        self.refresh()
 
     def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]):
         return self.view.behaviour(num_envs, seed, env_steps, describe)
 
-    def sync(self, iteration: int) -> None:
+    def refresh(self) -> None:
+        """Take the learner's weights (and state) as they are now."""
         self.model.load_state_dict(self.learner.model.state_dict())
         self.view = copy.copy(self.learner)
         self.view.model = self.model
-        self.iteration = iteration

@@ -17,7 +17,7 @@ from transformer_rl.errors import UsageError
 from transformer_rl.files import LOCK, WriterLock, check_creatable, lock_dir, output_path
 from transformer_rl.models import ModelArgs, check_size, new_model, resolve_device
 from transformer_rl.settings import Algo, Track, check
-from transformer_rl.train import LEARNERS, checkpoint, model_extras, new_learner
+from transformer_rl.train import algorithm, checkpoint, new_learner
 from transformer_rl.train.learner import Progress
 
 
@@ -35,7 +35,7 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
     updates) go to the checkpoint's tensorboard/ or trackio/ folder (tracking.py); with
     ``overwrite`` the old checkpoint's curves go when training starts."""
     algo = Algo(algo)
-    config = config if config is not None else LEARNERS[algo][0]()
+    config = config if config is not None else algorithm(algo).config()
     check(config)
     model_args = model_args or ModelArgs()
     model_args.validate()
@@ -44,6 +44,7 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
     tracking.check(track, out)
     where = resolve_device(device)
     distributed.init(where.type)
+    writes = distributed.is_main()  # rank 0 alone writes the checkpoint and its curves
     distributed.on_main(_check_out, out, overwrite)
     spec = EnvSpec.from_json(read_manifest(data_dir)["env"])
     model_args.validate(spec)
@@ -57,7 +58,7 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
         if not data.learn.any():
             raise UsageError(f"{data_dir} records no behaviour logp, which PPO needs; train PPO on a "
                              "`trl run --algo ppo` dataset, or use --algo dqn")
-        data.learn &= np.arange(len(data)) % distributed.world_size() == distributed.rank()
+        data.learn &= distributed.mine(len(data))
     counters: dict[str, Any] = {}
     if init is not None:
         ckpt = checkpoint.load(init, spec=spec, device=where)
@@ -68,12 +69,13 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
     points: list[tracking.Point] = []
     tracker, tracked = None, False
     try:
-        if distributed.is_main() and track != Track.none:
+        if writes and track != Track.none:
             tracked = True  # from here on, the old checkpoint's curves are being replaced
             tracker = tracking.open_tracker(track, out, name=out.name, config=hyperparameters, points=[])
             progress = _tracked(progress, tracker, points)
         if init is None:
-            model = new_model(spec, model_args, data, seed, model_extras(algo, config, spec, data), where)
+            extras = algorithm(algo).learner.model_extras(config, spec, data)
+            model = new_model(spec, model_args, data, seed, extras, where)
         distributed.broadcast_model(model)
         learner = new_learner(algo, model, replace(config, batch=distributed.share_minibatch(config.batch)))
         if init is not None and ckpt.algo == algo:
@@ -88,7 +90,7 @@ def train(data_dir: Path, out: Path, *, algo: Algo = Algo.dqn, model_args: Model
         distributed.on_main(lambda: checkpoint.save(
             out, model, spec, algo, learner_state=learner.state_dict(), counters=counters,
             train_config={str(algo): config, "data": str(data_dir), "seed": seed}))
-        if distributed.is_main():  # the checkpoint replaced the folder: its curves again, in the new one
+        if writes:  # the checkpoint replaced the folder: its curves again, in the new one
             tracking.rewrite(track, out, name=out.name, config=hyperparameters, points=points)
     except BaseException:
         if tracker is not None:

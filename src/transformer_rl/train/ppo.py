@@ -25,14 +25,7 @@ from transformer_rl.datasets.sequences import Sequences, build_sequences
 from transformer_rl.distributed import agree_min
 from transformer_rl.models import autocast
 from transformer_rl.settings import NON_NEGATIVE, POSITIVE, UNIT, setting
-from transformer_rl.train.learner import (
-    Progress,
-    check_finite,
-    load_optimizer_state,
-    optimizer_state,
-    optimizer_step,
-    to_tensor,
-)
+from transformer_rl.train.learner import Learner, Progress, check_finite, optimizer_step, to_tensor
 
 
 @dataclass
@@ -111,7 +104,7 @@ def ppo_loss(model, batch: dict[str, torch.Tensor], cfg: PPOConfig):
                   "losses/clipfrac": clipfrac.item()}
 
 
-class PPOLearner:
+class PPOLearner(Learner):
     """Adam over the model; ``update`` runs several epochs over one rollout."""
 
     on_policy = True
@@ -177,9 +170,3 @@ class PPOLearner:
         return {**metrics, "losses/explained_variance": float(explained),
                 "charts/train_s": time.perf_counter() - start, "charts/rows": int(learn.sum()),
                 "charts/updates": len(logs)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return optimizer_state(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_optimizer_state(self, state)
