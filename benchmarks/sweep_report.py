@@ -31,8 +31,8 @@ LOAD = {
 }
 
 # families of a workload that ran under another load than its first runs
-LATER_LOAD = {("cartpole-dqn", "gpt-feature"): "one at a time, beside two Breakout runs and other work",
-              ("cartpole-ppo", "gpt-feature"): "one at a time, beside two Breakout runs and other work"}
+BESIDE = "one at a time, beside one or two Breakout runs, the other CartPole sweep and other work"
+LATER_LOAD = {("cartpole-dqn", "gpt-feature"): BESIDE, ("cartpole-ppo", "gpt-feature"): BESIDE}
 
 
 def load_of(workload: str, rows: list[dict]) -> str:
