@@ -43,6 +43,9 @@ class DatasetWriter:
     Use as a context manager, or call ``close``.
     """
 
+    solo = True  # closing it waits for no other process (under torchrun: datasets/ranks.py)
+    writes = True
+
     def __init__(self, root: Path, manifest: dict[str, Any], spec: EnvSpec, shard_rows: int, *,
                  lock: WriterLock, created: bool):
         self.root, self.manifest, self.spec, self.shard_rows = root, manifest, spec, shard_rows
@@ -57,9 +60,6 @@ class DatasetWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self._in_flight: Future | None = None
         self.segment = manifest["segments"][-1]  # the one this process's pool fills
-
-    solo = True  # one process: closing it waits for no one (under torchrun, datasets/ranks.py)
-    writes = True
 
     @property
     def dataset_rows(self) -> int:
