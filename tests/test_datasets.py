@@ -65,8 +65,6 @@ def test_arrays_are_consistent(cartpole_data):
     assert d.final_obs.shape == (d.num_episodes, 4)
     assert d.action.shape == d.reward.shape == d.terminated.shape == (n,)
     assert d.reward.dtype == np.float32 and d.terminated.dtype == bool
-    lengths = np.diff(d.episode_rows)
-    np.testing.assert_array_equal(d.episode_start, np.repeat(d.episode_rows[:-1], lengths))
     np.testing.assert_array_equal(d.done, d.terminated | d.truncated)
     assert d.manifest == m
 
@@ -106,8 +104,6 @@ def test_load_chosen_and_newest_shards(cartpole_data):
     np.testing.assert_array_equal(one.obs, full.obs[a : a + s["rows"]])
     np.testing.assert_array_equal(one.final_obs, full.final_obs[s["first_episode_id"]:][
         : s["episodes"]])
-    np.testing.assert_array_equal(one.episode_start, np.repeat(
-        one.episode_rows[:-1], np.diff(one.episode_rows)))  # row indices local to the load
     newest = load(cartpole_data, newest_rows=shards[-1]["rows"] + 1)  # needs the last two
     assert len(newest) == shards[-1]["rows"] + shards[-2]["rows"]
     np.testing.assert_array_equal(newest.obs, full.obs[len(full) - len(newest):])

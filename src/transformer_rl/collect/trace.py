@@ -80,7 +80,6 @@ def rollout_transitions(trace: Trace) -> Transitions:
         step=trace.elapsed[src_t, src_env].astype(np.int32),
         logp=trace.logp[src_t, src_env],
         value=np.full(n, np.nan, np.float32),
-        episode_start=np.repeat(episode_rows[:-1], lengths),
         final_obs=trace.obs[last_t, last_env],
         episode_rows=episode_rows,
         learn=src_t >= trace.prefix,

@@ -27,7 +27,6 @@ class Transitions:
     step: np.ndarray  # (N,) int32
     logp: np.ndarray  # (N,) float32, NaN where not recorded
     value: np.ndarray  # (N,) float32, NaN where not recorded
-    episode_start: np.ndarray  # (N,) int64: row index of each row's episode start
     final_obs: np.ndarray  # (E, D) observation after each episode's last step
     episode_rows: np.ndarray  # (E + 1,) episode e spans rows episode_rows[e]:episode_rows[e+1]
     manifest: dict[str, Any] = field(default_factory=dict)  # empty for rollouts not read from disk
@@ -76,7 +75,6 @@ class Transitions:
         lengths = np.diff(self.episode_rows)[chosen]
         episode_rows = np.concatenate([[0], np.cumsum(lengths)])
         return Transitions(**{f: getattr(self, f)[rows] for f in ROW_FIELDS},
-                           episode_start=np.repeat(episode_rows[:-1], lengths),
                            final_obs=self.final_obs[chosen], episode_rows=episode_rows, manifest=self.manifest)
 
 
@@ -89,7 +87,6 @@ def join(parts: list[Transitions]) -> Transitions:
     lengths = np.concatenate([np.diff(p.episode_rows) for p in parts])
     episode_rows = np.concatenate([[0], np.cumsum(lengths)])
     return Transitions(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in ROW_FIELDS},
-                       episode_start=np.repeat(episode_rows[:-1], lengths),
                        final_obs=np.concatenate([p.final_obs for p in parts]), episode_rows=episode_rows,
                        manifest=parts[-1].manifest)
 
@@ -128,7 +125,6 @@ def load(root: Path, shards: list[int] | None = None, newest_rows: int | None = 
     n = len(episode_id)
     boundaries = np.flatnonzero(np.diff(episode_id)) + 1
     episode_rows = np.concatenate([[0], boundaries, [n]]).astype(np.int64) if n else np.zeros(1, np.int64)
-    lengths = np.diff(episode_rows)
     final = table["final_obs"].combine_chunks()
     final_obs = _fixed_list_to_numpy(pa.chunked_array([final]), dim)[episode_rows[1:] - 1]
 
@@ -146,7 +142,6 @@ def load(root: Path, shards: list[int] | None = None, newest_rows: int | None = 
         step=table["step"].to_numpy(),
         logp=floats("logp"),
         value=floats("value"),
-        episode_start=np.repeat(episode_rows[:-1], lengths),
         final_obs=final_obs,
         episode_rows=episode_rows,
         manifest=manifest,
