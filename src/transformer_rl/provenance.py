@@ -2,7 +2,8 @@
 commit. Written into a run's config.json and report.json and into `trl eval --report`.
 
 Paths on the command line are written relative to the working directory when they lie inside
-it, so that a record committed with a run names no machine's directories.
+it, and other absolute paths by their last part (`.../runs`), so that a record holds no
+machine's directories: a run directory moves to another root or machine with its record.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def record() -> dict[str, Any]:
 
 
 def command_line(argv: list[str]) -> list[str]:
-    """``argv`` as typed, the program as its name (`trl`), paths inside the working directory
-    made relative to it."""
+    """``argv`` as typed, the program as its name (`trl`), absolute paths inside the working
+    directory made relative to it and the others shortened to their last part."""
     if not argv:
         return []
     cwd = Path.cwd()
@@ -40,7 +41,7 @@ def _relative(arg: str, cwd: Path) -> str:
     try:
         return str(Path(arg).relative_to(cwd)) or "."
     except ValueError:
-        return arg
+        return ".../" + Path(arg).name
 
 
 @cache
