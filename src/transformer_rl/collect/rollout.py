@@ -20,7 +20,7 @@ from transformer_rl.collect.trace import Trace
 from transformer_rl.distributed import pool_threads
 from transformer_rl.envs import EnvSpec, make_pool, observe
 from transformer_rl.errors import UsageError
-from transformer_rl.settings import MAX_ENVS, check_seed, option_name
+from transformer_rl.settings import MAX_ENVS, POSITIVE, check_seed, check_value
 
 
 @dataclass
@@ -37,9 +37,7 @@ class CollectConfig:
         if sum(x is not None for x in (self.steps, self.episodes, self.episodes_per_env)) > 1:
             raise UsageError("give only one of --steps or --episodes")
         for name in ("steps", "episodes", "num_envs", "batch_size", "shard_rows", "episodes_per_env"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UsageError(f"{option_name(name)} must be positive, got {value}")
+            check_value(name, getattr(self, name), POSITIVE)
         if self.num_envs > MAX_ENVS:
             name = "--episodes" if self.episodes_per_env else "--num-envs"  # evaluation: one env each
             raise UsageError(f"{name} {self.num_envs} is out of range: give at most {MAX_ENVS} (envs in one pool)")
