@@ -139,3 +139,24 @@ def test_overlap_plays_one_iteration_behind_and_is_deterministic(tmp_path):
     assert ppo == _metrics(tmp_path / "q")
     assert [r["iteration"] for r in ppo] == [1, 2, 3] and all(np.isfinite(r["losses/approx_kl"]) for r in ppo)
     assert verify(tmp_path / "p" / "data").ok
+
+
+def test_a_resumed_overlapping_run_plays_the_snapshot_not_the_live_model(tmp_path, monkeypatch):
+    """A resumed --overlap run's stream starts from the snapshot: were it the learner itself, the
+    envs would act with weights the learner thread is changing while they play."""
+    from transformer_rl.collect.experience import RolloutExperience
+    from transformer_rl.train.learner import Snapshot
+
+    settings = dict(steps_per_iteration=256, num_envs=4, eval_every=2, eval_episodes=4, epochs=1, root=tmp_path,
+                    name="r", overlap=True, stop_at=1e9)
+    run(RunConfig.create("CartPole-v1", "ppo", iterations=2, **settings), log=lambda *_: None)
+    actors, play = [], RolloutExperience.play
+
+    def watched(self, it, learner, env_steps, weights):
+        actors.append(learner)
+        return play(self, it, learner, env_steps, weights)
+
+    monkeypatch.setattr(RolloutExperience, "play", watched)
+    run(RunConfig.create("CartPole-v1", "ppo", iterations=4, **settings), log=lambda *_: None)
+    assert len(actors) == 2 and all(isinstance(a, Snapshot) for a in actors), actors
+    assert [r["iteration"] for r in _metrics(tmp_path / "r")] == [1, 2, 3, 4]

@@ -67,7 +67,10 @@ def _iterate(cfg: RunConfig, local: RunConfig, spec, run_dir: RunDir, experience
         log(f"{cfg.model.model}: {learner.model.num_params():,} parameters")
     while state.iteration < cfg.iterations and not state.solved:
         it, t0 = state.iteration + 1, t0 or time.perf_counter()
-        data, played = ahead or experience.play(it, learner, state.env_steps, weights=it - 1)
+        # with --overlap every rollout plays the snapshot (a resumed run's first one too: the
+        # stream keeps the policy it starts with, and the learner updates in a thread meanwhile)
+        actor = learner if overlap is None else overlap.snapshot(learner)
+        data, played = ahead or experience.play(it, actor, state.env_steps, weights=it - 1)
         seed = local.update_seed(it)
         if overlap is not None and it < cfg.iterations:
             play_next = partial(experience.play, it + 1, env_steps=state.env_steps + played["env_steps"],
@@ -114,9 +117,14 @@ class Overlap:
         self.updater = ThreadPoolExecutor(1, thread_name_prefix="learner")
         self.actor: Snapshot | None = None
 
+    def snapshot(self, learner: Learner) -> Snapshot:
+        """The actor: the learner's weights as they were before the update in flight."""
+        self.actor = self.actor or Snapshot(learner)
+        return self.actor
+
     def learn(self, learner: Learner, data, seed: int, play_next):
         """One update on ``data`` while ``play_next(actor)`` plays the next iteration: (metrics, its play)."""
-        self.actor = self.actor or Snapshot(learner)
+        self.snapshot(learner)
         update = self.updater.submit(learner.update, data, seed=seed)
         ahead = play_next(self.actor)
         metrics = update.result()
