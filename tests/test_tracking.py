@@ -112,12 +112,17 @@ def test_rows_are_named_as_cleanrl_names_them():
                       "eval/std_return": 2.0, "eval/episodes": 8, "charts/wall_s": 10.0, "charts/SPS": 300}
 
 
-def test_tensorboard_after_sigkill_and_resume_has_every_step_once(tmp_path):
+def killed_and_resumed(tmp_path, track: Track):
+    """A tracked run SIGKILLed with rows past its last commit, then finished: (its dir, metrics points)."""
     run = tmp_path / "r"
-    cmd = run_command(tmp_path, "--track", "tensorboard")
-    kill_with_rows_past_the_commit(cmd, run, Track.tensorboard)
+    cmd = run_command(tmp_path, "--track", str(track))
+    kill_with_rows_past_the_commit(cmd, run, track)
     finish(cmd)
-    points = expected(run)
+    return run, expected(run)
+
+
+def test_tensorboard_after_sigkill_and_resume_has_every_step_once(tmp_path):
+    run, points = killed_and_resumed(tmp_path, Track.tensorboard)
     assert [step for step, _, _ in points] == sorted({step for step, _, _ in points}) and len(points) == 5
     assert_tensorboard_agrees(run / "tensorboard", points)
     assert json.loads((run / "config.json").read_text())["track"] == "tensorboard"
@@ -129,11 +134,7 @@ def test_tensorboard_after_sigkill_and_resume_has_every_step_once(tmp_path):
 
 
 def test_trackio_after_sigkill_and_resume_has_every_step_once(tmp_path):
-    run = tmp_path / "r"
-    cmd = run_command(tmp_path, "--track", "trackio")
-    kill_with_rows_past_the_commit(cmd, run, Track.trackio)
-    finish(cmd)
-    points = expected(run)
+    run, points = killed_and_resumed(tmp_path, Track.trackio)
     assert len(points) == 5
     assert_trackio_agrees(run / "trackio", points)
     with closing(sqlite3.connect(run / "trackio" / f"{tracking.TRACKIO_PROJECT}.db")) as db:
