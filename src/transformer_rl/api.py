@@ -57,13 +57,6 @@ def _python_errors(fn):
     return wrapper
 
 
-def _choice(kind, value: str, name: str):
-    """``value`` as a member of the Choice enum ``kind``, or UsageError listing the choices."""
-    if value not in kind._value2member_map_:
-        raise UsageError(f"--{name} {value!r} is not a choice: use one of {', '.join(kind._value2member_map_)}")
-    return kind(value)
-
-
 @_python_errors
 def load_dataset(path: str | Path):
     """A dataset's transitions (`Transitions`: obs, action, reward, terminated, truncated,
@@ -141,11 +134,11 @@ def _load_policy(checkpoint: str | Path, *, device: str = "auto", num_envs: int 
     (`VectorPolicy`). mode greedy or sample (PPO, DT, BC); a Decision Transformer plays for
     ``target_return`` (default: the best return of its training data), as `trl eval` does."""
     from transformer_rl.models import resolve_device
-    from transformer_rl.settings import ENVS, EvalMode, check_value
+    from transformer_rl.settings import ENVS, EvalMode, as_choice, check_value
     from transformer_rl.train import algorithm, check_mode, check_target
     from transformer_rl.train import checkpoint as checkpoints
 
-    mode = _choice(EvalMode, mode, "mode")
+    mode = as_choice(EvalMode, mode, "mode")
     if num_envs is not None:
         check_value("num_envs", num_envs, ENVS)
     loaded = checkpoints.load(Path(checkpoint), optimizer=False, device=resolve_device(device))
@@ -188,17 +181,17 @@ def train_model(data: str | Path, out: str | Path, *, algo: str = "dqn", init: s
     model's and the algorithm's (n_embd=16, updates=2000, ...); ``track`` tensorboard or trackio
     also writes the training's curves into it. Returns the training's metrics."""
     from transformer_rl.models import ModelArgs
-    from transformer_rl.settings import Algo, Track, fill
+    from transformer_rl.settings import Algo, Track, as_choice, fill
     from transformer_rl.train import algorithm
     from transformer_rl.train.offline import train
 
-    algo = _choice(Algo, algo, "algo")
+    algo = as_choice(Algo, algo, "algo")
     built = fill({"model": ModelArgs, "learner": algorithm(algo).config}, settings, f"to --algo {algo}")
     if init is not None and any(k in built["model"].__dataclass_fields__ for k in settings):
         raise UsageError("model options do not apply with --init: the checkpoint's model is trained")
     return train(Path(data), Path(out), algo=algo, model_args=built["model"], config=built["learner"],
                  init=None if init is None else Path(init), seed=seed, overwrite=overwrite, device=device,
-                 track=_choice(Track, track, "track"))
+                 track=as_choice(Track, track, "track"))
 
 
 @_python_errors

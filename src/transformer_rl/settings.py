@@ -153,6 +153,14 @@ def choice_type(hint: Any) -> type[Choice] | None:
     return None
 
 
+def as_choice(kind: type[Choice], value: Any, name: str) -> Choice:
+    """``value`` as a member of ``kind``, or UsageError naming the setting and its choices."""
+    if value not in kind._value2member_map_:
+        raise UsageError(f"{option_name(name)} {value!r} is not a choice: use one of "
+                         f"{', '.join(kind._value2member_map_)}")
+    return kind(value)
+
+
 def check(config: Any) -> None:
     """Validate every setting of a config dataclass (and of the configs it holds); strings
     given for a choice become its enum member."""
@@ -164,10 +172,7 @@ def check(config: Any) -> None:
             continue
         kind = choice_type(hints[f.name])
         if kind is not None and value is not None and not isinstance(value, kind):
-            if value not in kind._value2member_map_:
-                raise UsageError(f"{option_name(f.name)} {value!r} is not a choice: use one of "
-                                 f"{', '.join(kind._value2member_map_)}")
-            setattr(config, f.name, kind(value))
+            setattr(config, f.name, as_choice(kind, value, f.name))
         elif value is not None:
             check_value(f.name, value, f.metadata.get("valid"))
 
