@@ -164,9 +164,10 @@ def test_datasets_list(tmp_path, cartpole_data, breakout_data):
 KILL_STEPS = 60_000
 
 
-def _segments(out: Path) -> int:
+def _listed(out: Path, key: str) -> int:
+    """How many segments or shards the manifest lists (0 before the first write)."""
     try:
-        return len(read_manifest(out)["segments"])
+        return len(read_manifest(out)[key])
     except (UsageError, KeyError, ValueError):
         return 0
 
@@ -177,20 +178,27 @@ def test_sigkill_leaves_a_valid_dataset_and_resume_loses_nothing(tmp_path):
            "--steps", str(KILL_STEPS), "--num-envs", "8", "--shard-rows", "3000",
            "--out", str(out)]
     rng = np.random.default_rng(2024)
-    delays = rng.uniform(0.3, 1.2, 3)
+    # Kills are placed by progress, not by the clock, so a fast machine cannot finish the run first:
+    # each lands a few shards into its run (at most 15 of the 20), a random instant into the next.
+    after_shards = rng.integers(2, 6, 3)
+    jitter = rng.uniform(0.0, 0.02, 3)
     kept = None  # rows listed before the last kill: they must survive unchanged
     files: dict[str, str] = {}  # listed shard -> sha256
     interrupted = 0
-    for i, delay in enumerate(delays):
-        segments = _segments(out)
+    for i in range(3):
+        segments, shards = _listed(out, "segments"), _listed(out, "shards")
         p = subprocess.Popen(cmd + (["--resume"] if i else []), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         # wait past the imports: until this run has opened its segment in the manifest
-        while _segments(out) <= segments and p.poll() is None and time.monotonic() < deadline:
+        while (_listed(out, "segments") <= segments and p.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.02)
-        assert _segments(out) == segments + 1, p.stderr.read() if p.poll() is not None else ""
-        time.sleep(float(delay))
+        assert _listed(out, "segments") == segments + 1, (
+            p.stderr.read() if p.poll() is not None else "")
+        while _listed(out, "shards") < shards + after_shards[i] and p.poll() is None:
+            time.sleep(0.002)
+        time.sleep(float(jitter[i]))
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         p.stderr.close()
