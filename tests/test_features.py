@@ -4,13 +4,16 @@ causality over time, attention over a set, checkpoints, every algorithm, and lea
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import cli
+from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.config import RunConfig
 from transformer_rl.envs import resolve
-from transformer_rl.models import GPT, GPTConfig, ModelArgs, SeedGPT, build_model, model_config_dict
+from transformer_rl.models import (GPT, GPTConfig, ModelArgs, SeedGPT, build_model, distinct_steps,
+                                   model_config_dict, on_windows)
 from transformer_rl.pipeline import run
 from transformer_rl.train import checkpoint
 from transformer_rl.train.dqn import DQNConfig
@@ -213,3 +216,44 @@ def test_feature_tokens_learn_cartpole(tmp_path):
                     eval_episodes=10, model=ModelArgs(tokens="feature"), learner=DQNConfig(updates=700))
     report = run(cfg, log=lambda *_: None)
     assert report["best"]["mean_return"] > 80, report
+
+
+def test_windows_encode_each_step_once_with_the_same_outputs_and_gradients():
+    model = feature_gpt()
+    assert model.encodes_steps_once
+    g = torch.Generator().manual_seed(2)
+    obs, prev = torch.randn(20, 5, generator=g), torch.randint(0, 4, (7, 6), generator=g)
+    index = np.minimum(np.arange(7)[:, None] * 2 + np.arange(6)[None, :], 19)  # overlapping windows
+    steps, windows = distinct_steps(index)
+    assert len(steps) == len(np.unique(index)) < index.size
+    outputs = []
+    for out in (lambda: model(obs[index], prev, last_only=True),
+                lambda: on_windows(model, obs[steps], torch.from_numpy(windows), prev, None, last_only=True)):
+        model.zero_grad()
+        result = out()
+        (result.q.sum() + result.logits.sum() + result.value.sum()).backward()
+        outputs.append((result.value.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0])
+    for a, b in zip(outputs[0][1], outputs[1][1]):
+        torch.testing.assert_close(a, b)
+
+
+def test_acting_encodes_each_step_once_and_acts_as_on_the_whole_window():
+    """A policy keeps its envs' encoded contexts between calls; it gives what encoding every
+    window anew gives, across episode starts, envs acting in turns and new weights."""
+    model = feature_gpt()
+    cached, anew = (ModelPolicy(model, 4, "sample", algo="ppo", seed=0) for _ in range(2))
+    anew.encodes_steps_once = False
+    rng = np.random.default_rng(0)
+    for t in range(40):
+        ids = np.sort(rng.choice(4, size=int(rng.integers(1, 5)), replace=False))
+        obs, first = rng.normal(size=(len(ids), 5)).astype(np.float32), rng.random(len(ids)) < 0.1
+        if t == 25:  # an update between rollouts: the stream says so, and the contexts are re-encoded
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.1)
+            cached.new_weights()
+        (a, logp, v), (a2, logp2, v2) = (p.act(obs, ids, first, np.zeros(len(ids))) for p in (cached, anew))
+        np.testing.assert_array_equal(a, a2)
+        np.testing.assert_allclose(logp, logp2, atol=1e-5)
+        np.testing.assert_allclose(v, v2, atol=1e-5)

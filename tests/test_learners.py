@@ -60,7 +60,8 @@ def test_dqn_loss_by_hand():
 def test_ppo_loss_by_hand():
     cfg = PPOConfig(clip=0.2, ent_coef=0.01, vf_coef=0.5)
     batch = {
-        "obs": t([[[0.0, 0.0]], [[math.log(3), 0.0]]]),  # pi = [0.5, 0.5] and [0.75, 0.25]
+        # two steps, each a window of one: pi = [0.5, 0.5] and [0.75, 0.25]
+        "obs": t([[0.0, 0.0], [math.log(3), 0.0]]), "windows": t([[0], [1]], torch.long),
         "prev_action": t([[2], [2]], torch.long), "mask": t([[1], [1]], torch.bool),
         "action": t([0, 0], torch.long), "old_logp": t([math.log(0.5), math.log(0.5)]),
         "adv": t([1.0, -1.0]), "ret": t([1.0, 0.0]),
@@ -95,8 +96,9 @@ def test_losses_stay_float32_under_bf16_autocast():
                  "next_mask": batch["mask"], "action": torch.randint(0, 2, (b, k)), "ret": torch.randn(b, k),
                  "weight": torch.full((b, k), 0.99), "boot_pos": torch.full((b, k), k - 1),
                  "loss_mask": batch["mask"]}
+    ppo_batch = {**batch, "obs": batch["obs"].view(b * k, 4), "windows": torch.arange(b * k).view(b, k)}
     losses = {
-        "ppo": lambda: ppo_loss(model, batch, PPOConfig())[0],
+        "ppo": lambda: ppo_loss(model, ppo_batch, PPOConfig())[0],
         "dqn": lambda: dqn_loss(model, model, dqn_batch, 1.0)[0],
         "dt": lambda: action_loss(model, {**batch, "action": dqn_batch["action"], "rtg": None, "timestep": None})[0],
     }

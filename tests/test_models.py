@@ -79,7 +79,7 @@ def test_attention_maps_are_what_the_fused_attention_uses():
         torch.testing.assert_close(maps.sum(-1), torch.ones(2, 3, 2, 8))
         assert maps.triu(1).abs().max() == 0  # causal
         # the first block's output, rebuilt from the maps, is the fused attention's
-        x, attn_mask = model._tokens(obs, prev, m, None, None)
+        x, attn_mask = model._tokens(model.encode(obs), prev, m, None, None)
         block = model.h[0]
         _, _, v = block.attn.c_attn(block.ln_1(x)).split(32, dim=2)
         v = v.view(3, 8, 2, 16).transpose(1, 2)

@@ -114,6 +114,8 @@ class RolloutExperience:
         start, collector = time.perf_counter(), self.collector
         if self.policy is None and learner is not None:
             self.policy = learner.behaviour(self.cfg.num_envs, self.seed, env_steps, {})
+        elif self.policy is not None:
+            self.policy.new_weights()  # the same model object, updated since the last rollout
         returns_before, steps_before = len(collector.finished_returns), collector.stats.env_steps
         policy = self.policy or RandomPolicy(self.spec.num_actions, self.seed, record_logp=True)
         trace = collector.play(policy, env_steps=self.cfg.steps_per_iteration)

@@ -90,6 +90,15 @@ class ModelPolicy:
         self.ctx_time = np.zeros((num_envs, self.k), np.int64)
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        # a model that encodes each step once (feature tokens with history): each env's context
+        # as encoded, (num_envs, K, C), and whose is encoded with the weights the model has now
+        self.encodes_steps_once = getattr(model, "encodes_steps_once", False)
+        self.ctx_steps = None
+        self.encoded = np.zeros(num_envs, bool)
+
+    def new_weights(self) -> None:
+        """The model's weights changed (between rollouts of one stream): encode contexts anew."""
+        self.encoded[:] = False
 
     def act(self, obs: np.ndarray, env_ids: np.ndarray, first: np.ndarray, reward: np.ndarray) -> Act:
         torch = self.torch
@@ -110,7 +119,11 @@ class ModelPolicy:
         if self.conditioned:
             inputs += [self.ctx_rtg[ids], self.ctx_time[ids]]
         with torch.inference_mode(), self.autocast(self.device):
-            out = self.model(*(torch.from_numpy(a).to(self.device) for a in inputs), last_only=True)
+            tensors = [torch.from_numpy(a).to(self.device) for a in inputs]
+            if self.encodes_steps_once:
+                out = self.model(None, *tensors[1:], last_only=True, steps=self._steps(ids))
+            else:
+                out = self.model(*tensors, last_only=True)
         logp = value = None
         if self.acts_on == "q":
             q = out.q[:, -1].float().cpu()  # (B, A)
@@ -131,6 +144,23 @@ class ModelPolicy:
         action = action.astype(np.int32)
         self.last_action[ids] = action
         return action, logp, value
+
+    def _steps(self, ids: np.ndarray):
+        """The acting envs' contexts encoded, (B, K, C): only the newest step, where the rest of an
+        env's context is encoded with the current weights already; the whole context elsewhere."""
+        def to_device(a: np.ndarray):
+            return self.torch.from_numpy(a).to(self.device)
+
+        new = self.model.encode(to_device(self.ctx_obs[ids, -1:]))  # (B, 1, C)
+        if self.ctx_steps is None:
+            self.ctx_steps = new.new_zeros(len(self.encoded), self.k, new.shape[-1])
+        rows = to_device(ids)
+        self.ctx_steps[rows] = self.torch.cat([self.ctx_steps[rows, 1:], new], dim=1)
+        stale = ids[~self.encoded[ids]]
+        if len(stale):
+            self.ctx_steps[to_device(stale)] = self.model.encode(to_device(self.ctx_obs[stale]))
+            self.encoded[stale] = True
+        return self.ctx_steps[rows]
 
     def describe(self) -> dict[str, Any]:
         return {"policy": f"{self.algo}-{self.mode}", "epsilon": self.epsilon, "seed": self.seed,

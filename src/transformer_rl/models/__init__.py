@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from transformer_rl.envs import EnvSpec
 
 __all__ = ["GPT", "GPTConfig", "MLP", "MLPConfig", "ModelArgs", "ModelOutput", "SeedGPT", "Tokens", "autocast",
-           "build_model", "check_size", "model_config_dict", "new_model", "resolve_device"]
+           "build_model", "check_size", "distinct_steps", "model_config_dict", "new_model", "on_windows",
+           "resolve_device"]
 
 
 class RamNorm(Choice):
@@ -197,6 +198,23 @@ def _classes(config: dict[str, Any]) -> tuple[type[nn.Module], type]:
     if kind == "mlp":
         return MLP, MLPConfig
     raise UsageError(f"unknown model {kind!r}: use gpt or mlp")
+
+
+def distinct_steps(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Windows ``index`` (B, K) of steps -> (the distinct steps (N,), the windows (B, K) as
+    indices into them): `on_windows` then encodes each step once."""
+    steps, inverse = np.unique(index, return_inverse=True)
+    return steps, inverse.reshape(index.shape)
+
+
+def on_windows(model: nn.Module, obs: torch.Tensor, index: torch.Tensor, prev_action: torch.Tensor,
+               mask: torch.Tensor | None, **kwargs) -> ModelOutput:
+    """``model(obs[index], prev_action, mask, **kwargs)`` for windows ``index`` (B, K) into one
+    row per step ``obs`` (N, D). A feature-token GPT with history encodes each of the N steps
+    once rather than once per window it is in (PPO's overlapping windows: up to K times)."""
+    if getattr(model, "encodes_steps_once", False):
+        return model(None, prev_action, mask, steps=model.encode(obs[None])[0][index], **kwargs)
+    return model(obs[index], prev_action, mask, **kwargs)
 
 
 def model_config_dict(model: nn.Module) -> dict[str, Any]:

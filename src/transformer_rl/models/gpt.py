@@ -217,16 +217,18 @@ class GPT(PolicyModel):
         self.heads = Heads(config.n_embd, config.num_actions)
         init_weights(self, config.n_layer)
 
-    def forward(self, obs: torch.Tensor, prev_action: torch.Tensor, mask: torch.Tensor | None = None,
+    def forward(self, obs: torch.Tensor | None, prev_action: torch.Tensor, mask: torch.Tensor | None = None,
                 rtg: torch.Tensor | None = None, timestep: torch.Tensor | None = None,
-                last_only: bool = False) -> ModelOutput:
+                last_only: bool = False, steps: torch.Tensor | None = None) -> ModelOutput:
         """obs (B, T, D), prev_action (B, T), mask (B, T) False on left padding; for a
         Decision Transformer also rtg (B, T) returns-to-go and timestep (B, T) steps.
 
         ``last_only``: outputs at the last position only, (B, 1, ...), exactly as the full
         forward gives them; the last block then runs its query, projection and MLP on one
-        token instead of T (acting and PPO need no other position)."""
-        x, attn_mask = self._tokens(obs, prev_action, mask, rtg, timestep)
+        token instead of T (acting and PPO need no other position).
+        ``steps``: ``encode(obs)`` given instead of obs (None), for callers that encode each
+        step once although it is in several windows."""
+        x, attn_mask = self._tokens(self.encode(obs) if steps is None else steps, prev_action, mask, rtg, timestep)
         for i, block in enumerate(self.h):
             x = block(x, attn_mask, last=last_only and i == len(self.h) - 1)
         return self.heads(self.ln_f(x))
@@ -239,19 +241,30 @@ class GPT(PolicyModel):
         tokens: (n_layer, B, T, n_head, N, N), each step's attention across its N tokens."""
         if self.config.tokens != "step":
             return self.wte.attention(obs, self.norm)
-        x, attn_mask = self._tokens(obs, prev_action, mask, rtg, timestep)
+        x, attn_mask = self._tokens(self.encode(obs), prev_action, mask, rtg, timestep)
         maps = []
         for block in self.h:
             maps.append(block.attn.probs(block.ln_1(x), attn_mask))
             x = block(x, attn_mask)
         return torch.stack(maps)
 
-    def _tokens(self, obs, prev_action, mask, rtg, timestep) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The input tokens (B, T, C) and the attention mask (B, 1, T, T), or None: causal."""
-        B, T, _ = obs.shape
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) observations -> (B, T, C): each step's own embedding, a function of that step
+        alone (its position, previous action and the blocks across time come after)."""
+        return self.wte(self.norm(obs)) if self.config.tokens == "step" else self.wte(obs, self.norm)
+
+    @property
+    def encodes_steps_once(self) -> bool:
+        """Whether callers should encode each step once and pass ``steps``: a feature-token
+        encoder is a transformer of its own, and with history a step is in up to K windows."""
+        return self.config.tokens == "feature" and self.config.context > 1
+
+    def _tokens(self, steps, prev_action, mask, rtg, timestep) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The input tokens (B, T, C) from the steps' embeddings, and the attention mask (B, 1, T, T),
+        or None: causal."""
+        B, T, _ = steps.shape
         assert T <= self.config.context, f"window of {T} steps exceeds context {self.config.context}"
-        x = self.wte(self.norm(obs)) if self.config.tokens == "step" else self.wte(obs, self.norm)
-        x = x + self.wpe(torch.arange(T, device=obs.device))  # (B, T, C)
+        x = steps + self.wpe(torch.arange(T, device=steps.device))  # (B, T, C)
         if self.wae is not None:
             x = x + self.wae(prev_action)
         if self.wre is not None:
@@ -261,7 +274,7 @@ class GPT(PolicyModel):
         x = self.drop(x)
         attn_mask = None
         if mask is not None:  # causal, no attending to left padding; the diagonal keeps rows finite
-            causal = torch.ones(T, T, dtype=torch.bool, device=obs.device).tril()
-            eye = torch.eye(T, dtype=torch.bool, device=obs.device)
+            causal = torch.ones(T, T, dtype=torch.bool, device=steps.device).tril()
+            eye = torch.eye(T, dtype=torch.bool, device=steps.device)
             attn_mask = ((causal & mask[:, None, :]) | eye).unsqueeze(1)  # (B, 1, T, T)
         return x, attn_mask

@@ -23,7 +23,7 @@ from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.datasets.reader import Transitions
 from transformer_rl.datasets.sequences import Sequences, build_sequences
 from transformer_rl.distributed import agree_min
-from transformer_rl.models import autocast
+from transformer_rl.models import autocast, distinct_steps, on_windows
 from transformer_rl.settings import NON_NEGATIVE, POSITIVE, UNIT, setting
 from transformer_rl.train.learner import Learner, Progress, check_finite, optimizer_step, to_tensor
 
@@ -75,16 +75,19 @@ def step_values(model, seq: Sequences, batch: int = 1024) -> np.ndarray:
     for i in range(0, len(seq), batch):
         ends = np.arange(i, min(i + batch, len(seq)))
         index, mask = seq.windows(ends, k)
+        steps, windows = distinct_steps(index)
         with autocast(device):
-            v = model(to_tensor(seq.obs[index], device), to_tensor(seq.prev_action[index], device),
-                      to_tensor(mask, device), last_only=True).value[:, -1]
+            v = on_windows(model, to_tensor(seq.obs[steps], device), to_tensor(windows, device),
+                           to_tensor(seq.prev_action[index], device), to_tensor(mask, device),
+                           last_only=True).value[:, -1]
         out[ends] = v.float().cpu().numpy()
     return out
 
 
 def ppo_loss(model, batch: dict[str, torch.Tensor], cfg: PPOConfig):
-    """Clipped surrogate + value loss - entropy bonus, at the last position of each window."""
-    out = model(batch["obs"], batch["prev_action"], batch["mask"], last_only=True)
+    """Clipped surrogate + value loss - entropy bonus, at the last position of each window:
+    batch["obs"] holds each step once (N, D), batch["windows"] (B, K) the windows into it."""
+    out = on_windows(model, batch["obs"], batch["windows"], batch["prev_action"], batch["mask"], last_only=True)
     logits, value = out.logits[:, -1].float(), out.value[:, -1].float()  # (B, A), (B,)
     dist = torch.distributions.Categorical(logits=logits)
     logp = dist.log_prob(batch["action"])
@@ -147,8 +150,10 @@ class PPOLearner(Learner):
             for chunk in np.array_split(rng.permutation(rows), n_batches):
                 # each row sees exactly the window it acted on: the K steps ending at it
                 index, mask = seq.windows(seq.step_of_row[chunk], k)  # (B, K)
+                steps, windows = distinct_steps(index)
                 batch = {
-                    "obs": to_tensor(seq.obs[index], device),
+                    "obs": to_tensor(seq.obs[steps], device),  # each step once, however many windows
+                    "windows": to_tensor(windows, device),
                     "prev_action": to_tensor(seq.prev_action[index], device),
                     "mask": to_tensor(mask, device),
                     "action": to_tensor(data.action[chunk], device),
