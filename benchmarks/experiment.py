@@ -21,7 +21,11 @@ now (SIGTERM: each stays at its last evaluated iteration) for the same command t
 The sizes vary width at depth 2 (GPT: context 8, 2 heads); parameter counts below are for
 CartPole-v1 (4 inputs, 2 actions) and Breakout-ram (128 bytes, 4 actions). The family
 gpt-feature is the GPT with one token per observation feature (`--model gpt --tokens feature`:
-2 blocks across a step's features, 1 causal block across the 8 pooled steps).
+2 blocks across a step's features, 1 causal block across the 8 pooled steps); gpt-feature-k1
+reads one observation (`--context 1`: the blocks across its features only).
+
+A workload with a PLAN (breakout-ppo-2m: the Atari campaign's nine configurations) runs it when
+neither --families nor --sizes is given; `status` then counts the whole campaign.
 
 The context ablation (`--context`) runs the GPT of ABLATION["gpt"] with `--context K` and, as
 the control, the MLP of matched size fed the same K steps stacked (`--stack K`); its results go
@@ -51,8 +55,17 @@ SIZES = {
     "mlp": {"h48": {"hidden": 48}, "h64": {"hidden": 64}, "h96": {"hidden": 96}, "h160": {"hidden": 160},
             "h240": {"hidden": 240}},  # h64: the default MLP of the earlier comparisons
     "gpt-feature": {f"w{c}": {"tokens": "feature", "n_embd": c} for c in (8, 16, 24, 32)},
+    # one observation, attention across its features only: the seed's own history (none) and the
+    # MLP's, at a seventh of the context-8 model's cost per Breakout step (benchmarks/RESULTS.md)
+    "gpt-feature-k1": {f"w{c}": {"tokens": "feature", "n_embd": c, "context": 1} for c in (8, 16, 24, 32)},
 }
 DEPTH = {"n_layer": 2}
+# a workload's campaign: the families and sizes it runs (seeds 0-2) when neither --families nor
+# --sizes is given (the others then run every size of gpt and mlp)
+PLAN = {
+    "breakout-ppo-2m": {"gpt": ("w8", "w16", "w32"), "mlp": ("h48", "h64", "h160"),
+                        "gpt-feature-k1": ("w8", "w16", "w24")},
+}
 ABLATION = {"gpt": "w32", "mlp": "h160", "gpt-feature": "w24"}  # 26,149, 27,365, 22,325 on CartPole-v1
 
 # workload -> env, algo, extra `trl run` options (the budget is the preset's unless given)
@@ -197,7 +210,8 @@ def summary(results: list[dict]) -> list[dict]:
         steps = np.array([r["env_steps"] for r in mine])
         wall = np.array([r["wall_s"] for r in mine])
         parameters = int(np.mean([r["parameters"] for r in mine]))
-        rows.append({"family": family, "size": size, "context": context, "parameters": parameters,
+        k = context or mine[0]["model_options"].get("context") or (8 if model_kind(family) == "gpt" else 1)
+        rows.append({"family": family, "size": size, "context": context, "k": k, "parameters": parameters,
                      "x": parameters if context is None else context, "seeds": len(mine),
                      "solved": sum(bool(r["solved"]) for r in mine), "stop_at": mine[0]["stop_at"],
                      "final": (final.mean(), final.std()), "env_steps": (steps.mean(), steps.std()),
@@ -219,7 +233,8 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
                    ("wall_s", "wall seconds to solve (whole run if not)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
-        for family, colour in (("gpt", "tab:blue"), ("mlp", "tab:orange"), ("gpt-feature", "tab:green")):
+        for family, colour in (("gpt", "tab:blue"), ("mlp", "tab:orange"), ("gpt-feature", "tab:green"),
+                               ("gpt-feature-k1", "tab:purple")):
             mine = [r for r in rows if r["family"] == family]
             if not mine:
                 continue
@@ -286,35 +301,50 @@ def sizes() -> None:
 def queue(a: argparse.Namespace) -> list[tuple]:
     if a.context:
         return [(w, f, ABLATION[f], seed, k) for w in a.workload or [] for k in map(int, a.context.split(","))
-                for f in a.families.split(",") for seed in map(int, a.seeds.split(","))]
-    return [(w, f, s, seed, None) for w in a.workload or [] for f in a.families.split(",")
-            for s in SIZES[f] if a.sizes is None or s in a.sizes.split(",")
+                for f in (a.families or "gpt,mlp").split(",") for seed in map(int, a.seeds.split(","))]
+    def planned(workload: str) -> dict[str, tuple[str, ...]]:
+        if a.families is None and a.sizes is None and workload in PLAN:
+            return PLAN[workload]
+        return {f: tuple(s for s in SIZES[f] if a.sizes is None or s in a.sizes.split(","))
+                for f in (a.families or "gpt,mlp").split(",")}
+
+    return [(w, f, s, seed, None) for w in a.workload or [] for f, sizes in planned(w).items() for s in sizes
             for seed in map(int, a.seeds.split(","))]
 
 
 def status(jobs: list[tuple], root: Path) -> None:
     """Per workload: runs done, in flight (how far), queued, and the hours spent and left at the
-    speed its finished runs measured (one run's wall time; --jobs N shares the machine)."""
+    speed each family's finished runs of the workload measured (one run's wall time; --jobs N
+    shares the machine)."""
     for workload in dict.fromkeys(job[0] for job in jobs):
         mine = [job for job in jobs if job[0] == workload]
-        done = [json.loads(result_path(*job[:4], job[4]).read_text()) for job in mine
-                if result_path(*job[:4], job[4]).exists()]
-        flying = []
+        done, flying = {}, {}  # job -> its result; job -> (run name, fraction done, wall s)
         for job in mine:
-            run_dir = run_dir_of(workload, result_path(*job[:4], job[4]), root)
-            if not result_path(*job[:4], job[4]).exists() and (run_dir / "state.json").is_file():
+            out, run_dir = result_path(*job[:4], job[4]), run_dir_of(workload, result_path(*job[:4], job[4]), root)
+            if out.exists():
+                done[job] = json.loads(out.read_text())
+            elif (run_dir / "state.json").is_file():
                 state = json.loads((run_dir / "state.json").read_text())
                 planned = json.loads((run_dir / "config.json").read_text())["iterations"]
-                flying.append((run_dir.name, state["iteration"] / planned, state["wall_s"]))
-        per_run = np.mean([r["wall_s"] for r in done]) if done else np.mean(
-            [wall / max(frac, 1e-9) for _, frac, wall in flying if frac]) if any(f for _, f, _ in flying) else None
+                flying[job] = (run_dir.name, state["iteration"] / planned, state["wall_s"])
+        spent = sum(r["wall_s"] for r in done.values()) + sum(wall for *_, wall in flying.values())
+        left, unmeasured = 0.0, {}
+        results = result_path(*mine[0][:4], mine[0][4]).parent
+        finished = [json.loads(path.read_text()) for path in results.glob("*.json")]
+        for family in dict.fromkeys(job[1] for job in mine):
+            walls = [r["wall_s"] for r in finished if r["family"] == family] or [
+                wall / frac for job, (_, frac, wall) in flying.items() if job[1] == family and frac]
+            todo = sum(1 - flying[job][1] if job in flying else 1 for job in mine
+                       if job[1] == family and job not in done)
+            if walls:
+                left += np.mean(walls) * todo
+            elif todo:
+                unmeasured[family] = todo
         queued = len(mine) - len(done) - len(flying)
-        spent = sum(r["wall_s"] for r in done) + sum(wall for *_, wall in flying)
-        left = None if per_run is None else per_run * (queued + sum(1 - frac for _, frac, _ in flying))
+        more = "".join(f" + {n:g} {family} runs not measured yet" for family, n in unmeasured.items())
         print(f"{workload}: {len(done)} done, {len(flying)} in flight, {queued} queued; "
-              f"{spent / 3600:.1f} h spent, " + ("? h left (no run measured yet)" if left is None else
-                                                  f"{left / 3600:.1f} h left at {per_run / 3600:.2f} h per run"))
-        for name, frac, _ in flying:
+              f"{spent / 3600:.1f} h spent, {left / 3600:.1f} h left at each family's measured speed{more}")
+        for name, frac, _ in flying.values():
             print(f"  in flight: {name} {100 * frac:.0f}%")
 
 
@@ -333,7 +363,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["run", "report", "sizes", "status"])
     p.add_argument("--workload", choices=list(WORKLOADS), action="append")
-    p.add_argument("--families", default="gpt,mlp")
+    p.add_argument("--families", help="comma-separated (default: the workload's PLAN, else gpt,mlp)")
     p.add_argument("--sizes", help="comma-separated size labels (default: all of each family)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--context", help="the context ablation: comma-separated K (GPT --context, MLP --stack)")

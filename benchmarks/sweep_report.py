@@ -16,8 +16,9 @@ import math
 import re
 from pathlib import Path
 
-LAYOUT = {"gpt": "token per step", "gpt-feature": "token per feature", "mlp": "dense"}
-TRANSFORMERS = ("gpt", "gpt-feature")
+LAYOUT = {"gpt": "token per step", "gpt-feature": "token per feature", "gpt-feature-k1": "token per feature",
+          "mlp": "dense"}
+TRANSFORMERS = ("gpt", "gpt-feature", "gpt-feature-k1")
 
 # the load each workload's runs ran under, which wall seconds depend on
 LOAD = {
@@ -52,8 +53,7 @@ def table(rows: list[dict]) -> str:
         "final score (100 ep)", "env steps to solve" if solving else "env steps", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
-        k = r["context"] or (8 if r["family"] in TRANSFORMERS else 1)
-        cells = [r["family"], LAYOUT[r["family"]], r["size"], str(k), f"{r['parameters']:,}", str(r["seeds"])]
+        cells = [r["family"], LAYOUT[r["family"]], r["size"], str(r["k"]), f"{r['parameters']:,}", str(r["seeds"])]
         cells += [f"{r['solved']}/{r['seeds']}"] if solving else []
         cells += [fmt(r["final"], 1), fmt(r["env_steps"]), fmt(r["wall_s"])]
         lines.append("| " + " | ".join(cells) + " |")

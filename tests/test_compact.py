@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -90,3 +91,18 @@ def test_the_ledger_stops_at_its_deadline_and_resumes(tmp_path):
     assert not (done / "runs").exists() or not any((done / "runs").iterdir())
     status = subprocess.run([*args[:2], "status", *args[2:]], capture_output=True, text=True, timeout=60)
     assert "2 done, 0 in flight, 0 queued" in status.stdout, status.stdout
+
+
+def test_the_atari_campaign_is_planned_with_feature_tokens():
+    """`--workload breakout-ppo-2m` alone queues the campaign's nine configurations x 3 seeds (the
+    committed results and in-flight runs count among them); a --sizes filter replaces the plan."""
+    def counts(*extra: str) -> tuple[int, str]:
+        out = subprocess.run([sys.executable, str(EXPERIMENT), "status", "--workload", "breakout-ppo-2m", *extra],
+                             capture_output=True, text=True, timeout=60).stdout
+        done, flying, queued = (int(n) for n in re.search(r"(\d+) done, (\d+) in flight, (\d+) queued", out).groups())
+        return done + flying + queued, out
+
+    total, out = counts()
+    assert total == 27, out
+    assert counts("--families", "gpt-feature-k1")[0] == 4 * 3  # every size of the family given
+    assert counts("--sizes", "w8,h48", "--seeds", "0")[0] == 2  # gpt w8 and mlp h48: families default to gpt,mlp

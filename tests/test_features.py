@@ -12,8 +12,16 @@ from conftest import cli
 from transformer_rl.collect.policies import ModelPolicy
 from transformer_rl.config import RunConfig
 from transformer_rl.envs import resolve
-from transformer_rl.models import (GPT, GPTConfig, ModelArgs, SeedGPT, build_model, distinct_steps,
-                                   model_config_dict, on_windows)
+from transformer_rl.models import (
+    GPT,
+    GPTConfig,
+    ModelArgs,
+    SeedGPT,
+    build_model,
+    distinct_steps,
+    model_config_dict,
+    on_windows,
+)
 from transformer_rl.pipeline import run
 from transformer_rl.train import checkpoint
 from transformer_rl.train.dqn import DQNConfig
@@ -234,7 +242,7 @@ def test_windows_encode_each_step_once_with_the_same_outputs_and_gradients():
         (result.q.sum() + result.logits.sum() + result.value.sum()).backward()
         outputs.append((result.value.detach(), [p.grad.clone() for p in model.parameters()]))
     torch.testing.assert_close(outputs[0][0], outputs[1][0])
-    for a, b in zip(outputs[0][1], outputs[1][1]):
+    for a, b in zip(outputs[0][1], outputs[1][1], strict=True):
         torch.testing.assert_close(a, b)
 
 
