@@ -25,10 +25,11 @@ COMPACT = ("--keep-data", "none", "--keep-checkpoints", "last")
 
 
 def run_command(root: Path, *extra: str) -> list[str]:
-    """A compact CartPole PPO run evaluated only at iterations 4 and 5: a kill before iteration 4
-    rolls every row back."""
+    """A compact CartPole PPO run evaluated only at iterations 7 and 8: a kill before iteration 7
+    rolls every row back. (Six iterations before the first commit: trackio writes every half
+    second, and on a fast machine four short iterations fit in one write.)"""
     return [sys.executable, "-m", "transformer_rl", "run", "--env", "CartPole-v1", "--algo", "ppo",
-            "--iterations", "5", "--steps-per-iteration", "256", "--num-envs", "4", "--eval-every", "4",
+            "--iterations", "8", "--steps-per-iteration", "512", "--num-envs", "4", "--eval-every", "7",
             "--eval-episodes", "2", "--stop-at", "1e9", "--root", str(root), "--name", "r", *COMPACT, *extra]
 
 
@@ -123,7 +124,7 @@ def killed_and_resumed(tmp_path, track: Track):
 
 def test_tensorboard_after_sigkill_and_resume_has_every_step_once(tmp_path):
     run, points = killed_and_resumed(tmp_path, Track.tensorboard)
-    assert [step for step, _, _ in points] == sorted({step for step, _, _ in points}) and len(points) == 5
+    assert [step for step, _, _ in points] == sorted({step for step, _, _ in points}) and len(points) == 8
     assert_tensorboard_agrees(run / "tensorboard", points)
     assert json.loads((run / "config.json").read_text())["track"] == "tensorboard"
     events = EventAccumulator(str(run / "tensorboard"))
@@ -135,7 +136,7 @@ def test_tensorboard_after_sigkill_and_resume_has_every_step_once(tmp_path):
 
 def test_trackio_after_sigkill_and_resume_has_every_step_once(tmp_path):
     run, points = killed_and_resumed(tmp_path, Track.trackio)
-    assert len(points) == 5
+    assert len(points) == 8
     assert_trackio_agrees(run / "trackio", points)
     with closing(sqlite3.connect(run / "trackio" / f"{tracking.TRACKIO_PROJECT}.db")) as db:
         (config,), = db.execute("SELECT config FROM configs WHERE run_name = 'r'")
