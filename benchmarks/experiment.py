@@ -25,7 +25,14 @@ gpt-feature is the GPT with one token per observation feature (`--model gpt --to
 reads one observation (`--context 1`: the blocks across its features only).
 
 A workload with a PLAN (breakout-ppo-2m: the Atari campaign's nine configurations) runs it when
-neither --families nor --sizes is given; `status` then counts the whole campaign.
+neither --families nor --sizes is given; `status` then counts the whole campaign. The campaign's
+next stages, breakout-ppo-10m and seaquest-ppo-2m, run each family's best 2M size, decided from
+the committed results as soon as the family's sizes all have 3 seeds (`best_at_2m`); so
+
+  .venv/bin/python benchmarks/experiment.py run --workload breakout-ppo-2m --workload breakout-ppo-10m \
+      --workload seaquest-ppo-2m --jobs 2 --deadline M
+
+runs the whole campaign, stage by stage, over as many sessions as it takes.
 
 The context ablation (`--context`) runs the GPT of ABLATION["gpt"] with `--context K` and, as
 the control, the MLP of matched size fed the same K steps stacked (`--stack K`); its results go
@@ -66,6 +73,43 @@ PLAN = {
     "breakout-ppo-2m": {"gpt": ("w8", "w16", "w32"), "mlp": ("h48", "h64", "h160"),
                         "gpt-feature-k1": ("w8", "w16", "w24")},
 }
+SEEDS = 3  # per configuration, before a family's best size is taken further
+
+
+def decide_2m() -> dict[str, tuple[str | None, str]]:
+    """Per family of the 2M plan: (its best size, or None; why). The best size has the highest
+    mean final score once every planned size has SEEDS seeds; a feature-token family is decided
+    after the others, and left out when its best mean is below every other family's best by
+    more than that family's seed std."""
+    results = [json.loads(path.read_text()) for path in (RESULTS / "breakout-ppo-2m").glob("*.json")]
+    best = {}
+    for family, sizes in PLAN["breakout-ppo-2m"].items():
+        finals = {size: [r["final"]["mean_return"] for r in results if (r["family"], r["size"]) == (family, size)]
+                  for size in sizes}
+        if all(len(scores) >= SEEDS for scores in finals.values()):
+            size = max(sizes, key=lambda size: np.mean(finals[size]))
+            best[family] = (size, np.mean(finals[size]), np.std(finals[size]))
+    decided = {}
+    for family in PLAN["breakout-ppo-2m"]:
+        others = [best.get(f) for f in PLAN["breakout-ppo-2m"] if not f.startswith("gpt-feature")]
+        if family not in best:
+            decided[family] = (None, f"waits for {SEEDS} seeds of each of its 2M sizes")
+        elif family.startswith("gpt-feature") and None in others:
+            decided[family] = (None, "waits for the other families' best 2M sizes")
+        elif family.startswith("gpt-feature") and all(best[family][1] < mean - std for _, mean, std in others):
+            decided[family] = (None, "left out: its best 2M mean is below every other family's by more than "
+                                     "their seed spread")
+        else:
+            decided[family] = (best[family][0], f"best at 2M: {best[family][1]:.1f} ± {best[family][2]:.1f}")
+    return decided
+
+
+def best_at_2m() -> dict[str, tuple[str, ...]]:
+    """What breakout-ppo-10m and seaquest-ppo-2m run: each family's best size at 2M (decide_2m)."""
+    return {family: (size,) for family, (size, _) in decide_2m().items() if size is not None}
+
+
+PLAN_LATER = {"breakout-ppo-10m": best_at_2m, "seaquest-ppo-2m": best_at_2m}
 ABLATION = {"gpt": "w32", "mlp": "h160", "gpt-feature": "w24"}  # 26,149, 27,365, 22,325 on CartPole-v1
 
 # workload -> env, algo, extra `trl run` options (the budget is the preset's unless given)
@@ -305,6 +349,8 @@ def queue(a: argparse.Namespace) -> list[tuple]:
     def planned(workload: str) -> dict[str, tuple[str, ...]]:
         if a.families is None and a.sizes is None and workload in PLAN:
             return PLAN[workload]
+        if a.families is None and a.sizes is None and workload in PLAN_LATER:
+            return PLAN_LATER[workload]()
         return {f: tuple(s for s in SIZES[f] if a.sizes is None or s in a.sizes.split(","))
                 for f in (a.families or "gpt,mlp").split(",")}
 
@@ -378,20 +424,30 @@ def main() -> None:
         return sizes()
     if a.command == "report":
         return report(a.plots)
-    jobs = queue(a)
     if a.command == "status":
-        return status(jobs, a.root)
+        status(queue(a), a.root)
+        for workload in a.workload or []:
+            if workload in PLAN_LATER and a.families is None and a.sizes is None:
+                print(f"{workload}: " + "; ".join(f"{family} {size or '-'} ({why})"
+                                                  for family, (size, why) in decide_2m().items()))
+        return
     if a.deadline is not None:
         threading.Thread(target=stop_at, args=(time.time() + 60 * a.deadline,), daemon=True).start()
-    with ThreadPoolExecutor(a.jobs) as pool:
-        futures = {pool.submit(run_one, *job, a.root): job for job in jobs}
-        for future, job in futures.items():
-            r = future.result()
-            if r is None:
-                print(f"{job}: stopped at the deadline; the same command resumes it", flush=True)
-                continue
-            print(f"{job}: {r['parameters']:,} params, solved {r['solved']}, env steps {r['env_steps']:,}, "
-                  f"final {r['final']['mean_return']:.1f}", flush=True)
+    started: set[tuple] = set()
+    while not STOP.is_set():  # stage by stage: a finished 2M sweep decides what the 10M runs are
+        jobs = [job for job in queue(a) if job not in started]
+        if not jobs:
+            break
+        started.update(jobs)
+        with ThreadPoolExecutor(a.jobs) as pool:
+            futures = {pool.submit(run_one, *job, a.root): job for job in jobs}
+            for future, job in futures.items():
+                r = future.result()
+                if r is None:
+                    print(f"{job}: stopped at the deadline; the same command resumes it", flush=True)
+                    continue
+                print(f"{job}: {r['parameters']:,} params, solved {r['solved']}, env steps {r['env_steps']:,}, "
+                      f"final {r['final']['mean_return']:.1f}", flush=True)
 
 
 if __name__ == "__main__":

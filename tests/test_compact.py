@@ -106,3 +106,36 @@ def test_the_atari_campaign_is_planned_with_feature_tokens():
     assert total == 27, out
     assert counts("--families", "gpt-feature-k1")[0] == 4 * 3  # every size of the family given
     assert counts("--sizes", "w8,h48", "--seeds", "0")[0] == 2  # gpt w8 and mlp h48: families default to gpt,mlp
+
+
+def test_the_campaign_takes_each_familys_best_2m_size_further(tmp_path):
+    """breakout-ppo-10m and seaquest-ppo-2m queue each family's best 2M size once its sizes all
+    have 3 seeds; the feature family after the others, and not at all when clearly behind."""
+    two_m = tmp_path / "sweep" / "breakout-ppo-2m"
+    two_m.mkdir(parents=True)
+
+    def results(scores: dict[str, dict[str, float]]) -> None:
+        for family, sizes in scores.items():
+            for size, score in sizes.items():
+                for seed in range(3):
+                    (two_m / f"{family}-{size}-s{seed}.json").write_text(json.dumps(
+                        {"workload": "breakout-ppo-2m", "family": family, "size": size, "seed": seed,
+                         "final": {"mean_return": score + seed - 1}, "wall_s": 1800.0}))
+
+    def status() -> str:
+        out = subprocess.run([sys.executable, str(EXPERIMENT), "status", "--workload", "breakout-ppo-10m",
+                              "--results", str(tmp_path / "sweep"), "--root", str(tmp_path / "runs")],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    results({"gpt": {"w8": 27, "w16": 31, "w32": 37}, "gpt-feature-k1": {"w8": 5, "w16": 6, "w24": 7},
+             "mlp": {"h48": 33, "h64": 23}})  # mlp h160 not run yet
+    out = status()
+    assert "0 done, 0 in flight, 3 queued" in out and "gpt w32 (best at 2M: 37.0" in out, out
+    assert "mlp - (waits" in out and "gpt-feature-k1 - (waits for the other families'" in out, out
+    results({"mlp": {"h160": 25}})
+    out = status()
+    assert "6 queued" in out and "mlp h48" in out and "gpt-feature-k1 - (left out" in out, out
+    results({"gpt-feature-k1": {"w24": 36}})  # within the others' spread: it goes on too
+    assert "9 queued" in status()
