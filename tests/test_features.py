@@ -3,6 +3,9 @@ causality over time, attention over a set, checkpoints, every algorithm, and lea
 
 import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,3 +268,20 @@ def test_acting_encodes_each_step_once_and_acts_as_on_the_whole_window():
         np.testing.assert_array_equal(a, a2)
         np.testing.assert_allclose(logp, logp2, atol=1e-5)
         np.testing.assert_allclose(v, v2, atol=1e-5)
+
+
+def test_the_attention_probe_reads_a_feature_model_across_its_features(tmp_path):
+    """benchmarks/attention_probe.py on a committed CartPole feature checkpoint: the summary
+    token's attention over the four features, per layer and head, from a real game."""
+    repo = Path(__file__).parent.parent
+    r = subprocess.run([sys.executable, str(repo / "benchmarks" / "attention_probe.py"), "--ckpt",
+                        str(repo / "benchmarks/sweep/cartpole-ppo/checkpoints/gpt-feature-w8-s0"), "--episodes", "1",
+                        "--plot", str(tmp_path / "a.png"), "--json", str(tmp_path / "a.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    found = json.loads((tmp_path / "a.json").read_text())
+    attention = np.array(found["mean_attention"])  # (layers, heads, features)
+    assert attention.shape == (2, 2, 4) and found["mode"] == "greedy" and found["steps"] > 100
+    assert (attention > 0).all() and (attention.sum(-1) < 1).all()  # the rest: the summary token on itself
+    assert found["features"] == ["cart position", "cart velocity", "pole angle", "pole angular velocity"]
+    assert (tmp_path / "a.png").stat().st_size > 10_000
