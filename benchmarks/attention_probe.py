@@ -42,6 +42,11 @@ def play(ckpt: Path, episodes: int, seed: int, mode: str | None) -> dict:
     loaded = checkpoint.load(ckpt, optimizer=False)
     model, spec = loaded.model.eval(), loaded.spec
     tokens = getattr(model.config, "tokens", "step")
+    if loaded.algo.value not in ("ppo", "dqn"):
+        raise SystemExit(f"{ckpt} is a {loaded.algo.value} checkpoint; this probe plays PPO and DQN ones")
+    if tokens == "step" and spec.env_id != "Breakout-ram":
+        raise SystemExit(f"{ckpt} plays {spec.env_id}; the probe across steps labels Breakout-ram's RAM "
+                         "(ball and paddle), so give a Breakout-ram checkpoint")
     if tokens != "step" and getattr(model.config, "readout", None) != "summary":
         raise SystemExit(f"{ckpt} reads its features out by {model.config.readout}; this probe reads the summary "
                          "token's attention (--readout summary)")

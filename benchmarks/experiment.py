@@ -82,6 +82,7 @@ def decide_2m() -> dict[str, tuple[str | None, str]]:
     after the others, and left out when its best mean is below every other family's best by
     more than that family's seed std."""
     results = [json.loads(path.read_text()) for path in (RESULTS / "breakout-ppo-2m").glob("*.json")]
+    results = [r for r in results if r["seed"] < SEEDS]  # seeds 0-2 decide; more seeds change nothing
     best = {}
     for family, sizes in PLAN["breakout-ppo-2m"].items():
         finals = {size: [r["final"]["mean_return"] for r in results if (r["family"], r["size"]) == (family, size)]

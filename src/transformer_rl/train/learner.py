@@ -105,7 +105,7 @@ class Snapshot:
 
     def __init__(self, learner: Learner):
         self.learner = learner
-        self.model = copy.deepcopy(learner.model).requires_grad_(False)
+        self.model = copy.deepcopy(learner.model).requires_grad_(False).eval()  # acts: no dropout
         self.refresh()
 
     def behaviour(self, num_envs: int, seed: int, env_steps: int, describe: dict[str, Any]):
