@@ -32,7 +32,8 @@ the committed results as soon as the family's sizes all have 3 seeds (`best_at_2
   .venv/bin/python benchmarks/experiment.py run --workload breakout-ppo-2m --workload breakout-ppo-10m \
       --workload seaquest-ppo-2m --jobs 2 --deadline M
 
-runs the whole campaign, stage by stage, over as many sessions as it takes.
+runs the whole campaign, stage by stage, over as many sessions as it takes (the plan is read
+again whenever all the runs queued so far have finished).
 
 The context ablation (`--context`) runs the GPT of ABLATION["gpt"] with `--context K` and, as
 the control, the MLP of matched size fed the same K steps stacked (`--stack K`); its results go
