@@ -64,7 +64,7 @@ SIZES = {
             "h240": {"hidden": 240}},  # h64: the default MLP of the earlier comparisons
     "gpt-feature": {f"w{c}": {"tokens": "feature", "n_embd": c} for c in (8, 16, 24, 32)},
     # one observation, attention across its features only: the seed's own history (none) and the
-    # MLP's, at a seventh of the context-8 model's cost per Breakout step (benchmarks/RESULTS.md)
+    # MLP's, at about a sixth of the context-8 model's cost per Breakout step (benchmarks/RESULTS.md)
     "gpt-feature-k1": {f"w{c}": {"tokens": "feature", "n_embd": c, "context": 1} for c in (8, 16, 24, 32)},
 }
 DEPTH = {"n_layer": 2}
@@ -352,7 +352,7 @@ def queue(a: argparse.Namespace) -> list[tuple]:
         if a.families is None and a.sizes is None and workload in PLAN:
             return PLAN[workload]
         if a.families is None and a.sizes is None and workload in PLAN_LATER:
-            return PLAN_LATER[workload]()
+            return PLAN_LATER[workload]()  # decided from the committed 2M results
         return {f: tuple(s for s in SIZES[f] if a.sizes is None or s in a.sizes.split(","))
                 for f in (a.families or "gpt,mlp").split(",")}
 
@@ -368,7 +368,8 @@ def status(jobs: list[tuple], root: Path) -> None:
         mine = [job for job in jobs if job[0] == workload]
         done, flying = {}, {}  # job -> its result; job -> (run name, fraction done, wall s)
         for job in mine:
-            out, run_dir = result_path(*job[:4], job[4]), run_dir_of(workload, result_path(*job[:4], job[4]), root)
+            out = result_path(*job[:4], job[4])
+            run_dir = run_dir_of(workload, out, root)
             if out.exists():
                 done[job] = json.loads(out.read_text())
             elif (run_dir / "state.json").is_file():
