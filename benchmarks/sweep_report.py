@@ -60,18 +60,32 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def welch(a: list[float], b: list[float]) -> float:
-    """Two-sided p-value of Welch's t-test that the means of ``a`` and ``b`` differ."""
+def welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Welch's t-test of mean(a) - mean(b): (two-sided p-value, the 95% interval's low and high)."""
     na, nb = len(a), len(b)
     ma, mb = sum(a) / na, sum(b) / nb
     va = sum((x - ma) ** 2 for x in a) / (na - 1)
     vb = sum((x - mb) ** 2 for x in b) / (nb - 1)
     se2 = va / na + vb / nb
     if se2 == 0:
-        return 1.0 if ma == mb else 0.0
-    t = (ma - mb) / math.sqrt(se2)
+        return (1.0 if ma == mb else 0.0), ma - mb, ma - mb
     df = se2**2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
-    return _betainc(df / 2, 0.5, df / (df + t * t))  # P(|T| > |t|) for Student's t with df
+    half = t_quantile(0.05, df) * math.sqrt(se2)
+    return two_sided_p((ma - mb) / math.sqrt(se2), df), ma - mb - half, ma - mb + half
+
+
+def two_sided_p(t: float, df: float) -> float:
+    """P(|T| > |t|) for Student's t with ``df`` degrees of freedom."""
+    return _betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The t with P(|T| > t) = ``p`` (bisection: two_sided_p falls as t grows)."""
+    lo, hi = 0.0, 1e3
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if two_sided_p(mid, df) > p else (lo, mid)
+    return (lo + hi) / 2
 
 
 def _betainc(a: float, b: float, x: float) -> float:
@@ -99,48 +113,70 @@ def _betainc(a: float, b: float, x: float) -> float:
 
 
 def verdict(rows: list[dict]) -> str:
-    """Each transformer layout's best size against the dense net's best size, seed by seed:
-    env steps to solve where the workload has a threshold (fewer is better), else the final
-    score. yes: better and no larger; no: the dense net is better; else not distinguishable."""
+    """The claim as stated, per transformer layout: does its best size (N parameters) beat every
+    dense net of at least N parameters? By env steps to solve where the workload has a threshold
+    (fewer is better), else by the final score; Welch's test over seeds, with the 95% interval
+    of each difference (transformer minus dense net). Then the same best size against the dense
+    net's best size, whatever its size."""
     solving = rows[0]["stop_at"] is not None
-    metric, better = ("env steps to solve", min) if solving else ("final score", max)
+    key, metric, better = ("env_steps", "env steps to solve", min) if solving else ("final", "final score", max)
+    digits = 0 if solving else 1
 
     def values(r: dict) -> list[float]:
         return [float(s["env_steps"] if solving else s["final"]["mean_return"]) for s in r["runs"]]
 
+    def named(r: dict) -> str:
+        return f"{r['family']} {r['size']} ({r['parameters']:,} parameters, {fmt(r[key], digits)})"
+
+    def against(mine: dict, dense: dict) -> tuple[str, float, bool]:
+        """The comparison's words, its p-value, and whether the transformer is ahead."""
+        p, low, high = welch(values(mine), values(dense))
+        ahead = (mine[key][0] < dense[key][0]) if solving else (mine[key][0] > dense[key][0])
+        words = (f"mlp {dense['size']} ({dense['parameters']:,}, {fmt(dense[key], digits)}): difference "
+                 f"{mine[key][0] - dense[key][0]:+,.{digits}f}, 95% CI [{low:+,.{digits}f}, {high:+,.{digits}f}], "
+                 f"p = {p:.2f}")
+        return words, p, ahead
+
     def best(family: str) -> dict | None:
         mine = [r for r in rows if r["family"] == family and r["seeds"] >= 2]
-        return better(mine, key=lambda r: r["env_steps"][0] if solving else r["final"][0]) if mine else None
+        return better(mine, key=lambda r: r[key][0]) if mine else None
 
-    dense = best("mlp")
+    dense_rows = [r for r in rows if r["family"] == "mlp" and r["seeds"] >= 2]
     lines = []
     for family in TRANSFORMERS:
         mine = best(family)
-        if mine is None or dense is None:
+        if mine is None or not dense_rows:
             continue
-        p = welch(values(mine), values(dense))
-        ahead = (mine["env_steps"][0] < dense["env_steps"][0]) if solving else (mine["final"][0] > dense["final"][0])
-        seeds = min(mine["seeds"], dense["seeds"])
-        if p >= 0.05:
-            answer = f"**not distinguishable at {seeds} seeds**"
-        elif not ahead:
-            answer = "**no**: the dense net is better"
-        elif mine["parameters"] <= dense["parameters"]:
-            answer = "**yes**: better, and no larger"
+        larger = [r for r in dense_rows if r["parameters"] >= mine["parameters"]]
+        seeds = min(r["seeds"] for r in [mine, *larger])
+        compared = [against(mine, dense) for dense in larger]
+        if not larger:
+            answer = f"**not tested**: no dense net of at least {mine['parameters']:,} parameters has 2 seeds"
+        elif all(p < 0.05 and ahead for _, p, ahead in compared):
+            answer = "**yes**: it beats every one"
+        elif any(p < 0.05 and not ahead for _, p, ahead in compared):
+            answer = "**no**: a dense net at least as large is better"
         else:
-            answer = "**better, but not smaller**: the transformer is the larger network"
-        lines.append(
-            f"- {LAYOUT[family]} ({family} {mine['size']}, {mine['parameters']:,} parameters) against the dense "
-            f"net (mlp {dense['size']}, {dense['parameters']:,}), each at its best size by {metric}: "
-            f"{fmt(mine['env_steps'] if solving else mine['final'], 0 if solving else 1)} vs "
-            f"{fmt(dense['env_steps'] if solving else dense['final'], 0 if solving else 1)}, Welch p = {p:.2f}: "
-            f"{answer}." + (wall_line(mine, dense) if solving else ""))
+            answer = f"**not distinguishable at {seeds} seeds**"
+        lines.append(f"- {LAYOUT[family]}: the best transformer is {named(mine)}, by {metric}. Does it beat every "
+                     f"dense net of at least its size? {answer}.")
+        lines += [f"  - against {words}" for words, _, _ in compared]
+        top = best("mlp")
+        if top in larger:
+            lines.append(f"  - the dense net's best size is mlp {top['size']}, above."
+                         + (wall_line(mine, top) if solving else ""))
+        else:
+            words, p, ahead = against(mine, top)
+            state = ("not distinguishable" if p >= 0.05 else "the transformer is better" if ahead
+                     else "the dense net is better")
+            lines.append(f"  - against the dense net's best size, {words}: {state}."
+                         + (wall_line(mine, top) if solving else ""))
     return "\n".join(lines) if lines else "- no verdict yet: a transformer or the dense net has fewer than 2 seeds."
 
 
 def wall_line(mine: dict, dense: dict) -> str:
     """The same two configurations per wall second to solve (under the load stated above)."""
-    p = welch([float(s["wall_s"]) for s in mine["runs"]], [float(s["wall_s"]) for s in dense["runs"]])
+    p, _, _ = welch([float(s["wall_s"]) for s in mine["runs"]], [float(s["wall_s"]) for s in dense["runs"]])
     faster = "the transformer" if mine["wall_s"][0] < dense["wall_s"][0] else "the dense net"
     return (f" Per wall second to solve: {fmt(mine['wall_s'])} vs {fmt(dense['wall_s'])} s, p = {p:.2f}"
             + (f" ({faster} is faster)." if p < 0.05 else " (not distinguishable)."))
@@ -150,7 +186,10 @@ def block(workload: str, rows: list[dict], plot: str | None) -> str:
     """The generated text for one workload."""
     parts = [table(rows), "", f"Load: {load_of(workload, rows)}. Mean ± std over seeds."]
     if rows[0]["context"] is None:
-        parts += ["", "Verdict (computed from the seeds above):", "", verdict(rows)]
+        unit = "env steps to solve: below 0, the transformer" if rows[0]["stop_at"] is not None else \
+            "final score: above 0, the transformer"
+        parts += ["", f"Verdict, computed from the seeds above (differences: transformer minus dense net, in {unit} "
+                  "is better; Welch's t-test over seeds):", "", verdict(rows)]
     if plot:
         parts += ["", f"![{workload}: score, env steps and wall seconds vs parameters, every seed]({plot})"]
     return "\n".join(parts)
