@@ -360,10 +360,37 @@ def queue(a: argparse.Namespace) -> list[tuple]:
             for seed in map(int, a.seeds.split(","))]
 
 
-def status(jobs: list[tuple], root: Path) -> None:
+def iterations_of(workload: str) -> int:
+    """A PPO workload's iterations: its --iterations, else the Atari preset's."""
+    from transformer_rl.config import PRESETS, Algo
+
+    extra = WORKLOADS[workload][2]
+    return int(extra[extra.index("--iterations") + 1]) if "--iterations" in extra else \
+        PRESETS[Algo.ppo, "atari"]["iterations"]
+
+
+def estimate_from_2m(workload: str, family: str, size: str | None) -> float | None:
+    """One run's wall seconds for a later stage, guessed from the family's Breakout 2M runs (of
+    ``size``, else of every size; the finished ones, else the in-flight ones' pace) scaled by
+    iterations (Seaquest's emulator costs about what Breakout's does)."""
+    two_m = RESULTS / "breakout-ppo-2m"
+    runs = [r for r in map(json.loads, (path.read_text() for path in two_m.glob("*.json")))
+            if r["family"] == family and size in (None, r["size"])]
+    walls = [r["wall_s"] for r in runs]
+    for sz in SIZES[family] if not walls else ():
+        for run_dir in (two_m / "runs").glob(f"breakout-ppo-2m-{family}-{sz}-s*"):
+            state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").is_file() else {}
+            if state.get("iteration") and size in (None, sz):
+                walls.append(state["wall_s"] * iterations_of("breakout-ppo-2m") / state["iteration"])
+    return float(np.mean(walls)) * iterations_of(workload) / iterations_of("breakout-ppo-2m") if walls else None
+
+
+def status(jobs: list[tuple], root: Path, planned: bool = False) -> None:
     """Per workload: runs done, in flight (how far), queued, and the hours spent and left at the
     speed each family's finished runs of the workload measured (one run's wall time; --jobs N
-    shares the machine)."""
+    shares the machine). A later stage's runs not measured yet are guessed from the family's
+    2M runs; with ``planned``, so are the SEEDS runs of each family whose 2M size is undecided."""
+    total_spent = total_left = 0.0
     for workload in dict.fromkeys(job[0] for job in jobs):
         mine = [job for job in jobs if job[0] == workload]
         done, flying = {}, {}  # job -> its result; job -> (run name, fraction done, wall s)
@@ -374,27 +401,39 @@ def status(jobs: list[tuple], root: Path) -> None:
                 done[job] = json.loads(out.read_text())
             elif (run_dir / "state.json").is_file():
                 state = json.loads((run_dir / "state.json").read_text())
-                planned = json.loads((run_dir / "config.json").read_text())["iterations"]
-                flying[job] = (run_dir.name, state["iteration"] / planned, state["wall_s"])
+                iterations = json.loads((run_dir / "config.json").read_text())["iterations"]
+                flying[job] = (run_dir.name, state["iteration"] / iterations, state["wall_s"])
         spent = sum(r["wall_s"] for r in done.values()) + sum(wall for *_, wall in flying.values())
-        left, unmeasured = 0.0, {}
+        left = guessed = 0.0
+        unmeasured = {}
         results = result_path(*mine[0][:4], mine[0][4]).parent
         finished = [json.loads(path.read_text()) for path in results.glob("*.json")]
-        for family in dict.fromkeys(job[1] for job in mine):
+        todo = {(family, size): sum(1 - flying[job][1] if job in flying else 1 for job in mine
+                                    if job[1:3] == (family, size) and job not in done)
+                for family, size in dict.fromkeys(j[1:3] for j in mine)}
+        if planned and workload in PLAN_LATER:  # families whose 2M size is not decided yet
+            todo.update({(family, None): SEEDS for family, (size, why) in decide_2m().items()
+                         if size is None and not why.startswith("left out")})
+        for (family, size), n in todo.items():
             walls = [r["wall_s"] for r in finished if r["family"] == family] or [
                 wall / frac for job, (_, frac, wall) in flying.items() if job[1] == family and frac]
-            todo = sum(1 - flying[job][1] if job in flying else 1 for job in mine
-                       if job[1] == family and job not in done)
             if walls:
-                left += np.mean(walls) * todo
-            elif todo:
-                unmeasured[family] = todo
+                left += np.mean(walls) * n
+            elif n and (guess := estimate_from_2m(workload, family, size)) is not None:
+                guessed += guess * n
+            elif n:
+                unmeasured[family] = n
         queued = len(mine) - len(done) - len(flying)
-        more = "".join(f" + {n:g} {family} runs not measured yet" for family, n in unmeasured.items())
+        more = f" + {guessed / 3600:.1f} h guessed from the 2M runs" if guessed else ""
+        more += "".join(f" + {n:g} {family} runs not measured yet" for family, n in unmeasured.items())
         print(f"{workload}: {len(done)} done, {len(flying)} in flight, {queued} queued; "
               f"{spent / 3600:.1f} h spent, {left / 3600:.1f} h left at each family's measured speed{more}")
         for name, frac, _ in flying.values():
             print(f"  in flight: {name} {100 * frac:.0f}%")
+        total_spent, total_left = total_spent + spent, total_left + left + guessed
+    if len({job[0] for job in jobs}) > 1:
+        print(f"all: {total_spent / 3600:.1f} machine-hours spent, {total_left / 3600:.1f} left"
+              + (" (and the runs not measured yet)" if unmeasured else ""))
 
 
 def stop_at(deadline: float) -> None:
@@ -428,7 +467,7 @@ def main() -> None:
     if a.command == "report":
         return report(a.plots)
     if a.command == "status":
-        status(queue(a), a.root)
+        status(queue(a), a.root, planned=a.families is None and a.sizes is None)
         for workload in a.workload or []:
             if workload in PLAN_LATER and a.families is None and a.sizes is None:
                 print(f"{workload}: " + "; ".join(f"{family} {size or '-'} ({why})"

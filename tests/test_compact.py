@@ -134,6 +134,8 @@ def test_the_campaign_takes_each_familys_best_2m_size_further(tmp_path):
     out = status()
     assert "0 done, 0 in flight, 3 queued" in out and "gpt w32 (best at 2M: 37.0" in out, out
     assert "mlp - (waits" in out and "gpt-feature-k1 - (waits for the other families'" in out, out
+    # 3 runs of each family (two not decided yet) at 1,800 s per 2M run x 2,442 / 488 iterations
+    assert "+ 22.5 h guessed from the 2M runs" in out, out
     results({"mlp": {"h160": 25}})
     out = status()
     assert "6 queued" in out and "mlp h48" in out and "gpt-feature-k1 - (left out" in out, out
