@@ -271,6 +271,7 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
+    from sweep_report import LAYOUT
 
     solving = rows[0]["stop_at"] is not None
     panels = [("final", "final score, 100 episodes")]
@@ -287,7 +288,7 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
             x = [r["x"] for r in mine]
             mean = np.array([r[key][0] for r in mine])
             std = np.array([r[key][1] for r in mine])
-            ax.plot(x, mean, "o-", color=colour, label=family.upper())
+            ax.plot(x, mean, "o-", color=colour, label=f"{family} ({LAYOUT[family]})")
             ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2)
             for r in mine:  # every seed
                 values = [s["final"]["mean_return"] if key == "final" else s[key] for s in r["runs"]]
@@ -302,9 +303,11 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
         ax.set_xlabel("K: steps of history (GPT context, MLP stack)" if ablation else "parameters")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend()
+    handles, labels = axes[0][0].get_legend_handles_labels()  # one legend, above the panels
+    columns = len(labels) if len(panels) > 1 else 2  # one panel is too narrow for three
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=columns, frameon=False)
     fig.suptitle(f"{workload}: mean ± std over seeds (dots: each seed)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.88 - 0.06 * (-(-len(labels) // columns) - 1)))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -313,10 +316,12 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
 def report(plots: Path) -> None:
     """Print every workload's table and verdict, draw its plot, and write both into the marked
     blocks of README.md and benchmarks/RESULTS.md (sweep_report.py)."""
-    from sweep_report import block, preset_table, write_blocks
+    from sweep_report import block, preset_table, waiting, write_blocks
 
     repo = Path(__file__).resolve().parent.parent
     readme, results_md = {"presets": preset_table()}, {}
+    for workload in [*PLAN, *PLAN_LATER]:  # planned, nothing finished yet: says so
+        readme[workload] = results_md[workload] = waiting(workload)
     for workload, results in load_results().items():
         rows = summary(results)
         png = plots / f"sweep_{workload}.png"

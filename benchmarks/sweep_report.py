@@ -29,6 +29,17 @@ LOAD = {
                             "wall seconds within this table only",
     "breakout-ppo-2m": "two runs at a time on a 2-core CPU machine; seed 0 with the machine otherwise idle, seeds "
                        "1-2 beside other work (tests, other sessions' commands), so wall seconds are upper bounds",
+    "breakout-ppo-10m": "two runs at a time on a 2-core CPU machine, beside other work, over several sessions",
+    "seaquest-ppo-2m": "two runs at a time on a 2-core CPU machine, beside other work, over several sessions",
+}
+
+# published figures a workload's table is read beside
+PUBLISHED = {
+    "breakout-ppo-10m": (
+        "DQN from Breakout's RAM (Sygnowski and Michalewski, 2016): 99.6 with 2 x 128 hidden units, 178 with "
+        "4 x 128, in 5M agent steps, without sticky actions, the best of many test epochs. Here: sticky "
+        "actions (ALE v5), full 5-life games, sampled actions, one 100-game evaluation of each run's best "
+        "checkpoint on fresh seeds"),
 }
 
 # families of a workload that ran under another load than its first runs
@@ -182,9 +193,28 @@ def wall_line(mine: dict, dense: dict) -> str:
             + (f" ({faster} is faster)." if p < 0.05 else " (not distinguishable)."))
 
 
+def waiting(workload: str) -> str:
+    """A planned workload's block before its first run has finished."""
+    return (f"No {workload} run has finished yet: benchmarks/RESULTS.md (\"The campaign's ledger\") says which are "
+            "in flight and queued.")
+
+
+def beside_published(workload: str, rows: list[dict]) -> str:
+    """Each family's best configuration here, beside the published figures."""
+    ours = []
+    for family in dict.fromkeys(r["family"] for r in rows):
+        r = max((r for r in rows if r["family"] == family), key=lambda r: r["final"][0])
+        top = max(s["final"]["mean_return"] for s in r["runs"])
+        ours.append(f"{family} {r['size']} {fmt(r['final'], 1)} over {r['seeds']} seed{'s' * (r['seeds'] > 1)} "
+                    f"(its best seed {top:.1f})")
+    return f"Beside the published figures: {PUBLISHED[workload]}: " + "; ".join(ours) + "."
+
+
 def block(workload: str, rows: list[dict], plot: str | None) -> str:
     """The generated text for one workload."""
     parts = [table(rows), "", f"Load: {load_of(workload, rows)}. Mean ± std over seeds."]
+    if workload in PUBLISHED:
+        parts += ["", beside_published(workload, rows)]
     if rows[0]["context"] is None:
         unit = "env steps to solve: below 0, the transformer" if rows[0]["stop_at"] is not None else \
             "final score: above 0, the transformer"

@@ -61,3 +61,12 @@ def test_not_distinguishable_when_the_seeds_overlap():
 def test_not_tested_without_a_dense_net_that_large():
     text = verdict(GPT, SMALL_BETTER)
     assert "**not tested**" in text.splitlines()[0]
+
+
+def test_the_10m_block_reads_each_familys_best_beside_the_published_figures():
+    rows = experiment.summary(runs("gpt", "w32", 30_313, [80, 95, 90]) + runs("gpt", "w16", 9_017, [60, 61, 62])
+                              + runs("mlp", "h48", 8_985, [70, 75, 72]))
+    text = sweep_report.block("breakout-ppo-10m", rows, None)
+    assert "Sygnowski and Michalewski, 2016): 99.6" in text
+    assert "gpt w32 88.3 ± 6.2 over 3 seeds (its best seed 95.0); mlp h48 72.3 ± 2.1 over 3 seeds" in text
+    assert "Sygnowski" not in sweep_report.block("breakout-ppo-2m", rows, None)
