@@ -271,6 +271,7 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
+
     from sweep_report import LAYOUT
 
     solving = rows[0]["stop_at"] is not None
