@@ -397,6 +397,7 @@ def status(jobs: list[tuple], root: Path, planned: bool = False) -> None:
     shares the machine). A later stage's runs not measured yet are guessed from the family's
     2M runs; with ``planned``, so are the SEEDS runs of each family whose 2M size is undecided."""
     total_spent = total_left = 0.0
+    some_unmeasured = False
     for workload in dict.fromkeys(job[0] for job in jobs):
         mine = [job for job in jobs if job[0] == workload]
         done, flying = {}, {}  # job -> its result; job -> (run name, fraction done, wall s)
@@ -437,9 +438,10 @@ def status(jobs: list[tuple], root: Path, planned: bool = False) -> None:
         for name, frac, _ in flying.values():
             print(f"  in flight: {name} {100 * frac:.0f}%")
         total_spent, total_left = total_spent + spent, total_left + left + guessed
+        some_unmeasured |= bool(unmeasured)
     if len({job[0] for job in jobs}) > 1:
         print(f"all: {total_spent / 3600:.1f} machine-hours spent, {total_left / 3600:.1f} left"
-              + (" (and the runs not measured yet)" if unmeasured else ""))
+              + (" (and the runs not measured yet)" if some_unmeasured else ""))
 
 
 def stop_at(deadline: float) -> None:
