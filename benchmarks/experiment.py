@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -308,7 +309,7 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
     columns = len(labels) if len(panels) > 1 else 2  # one panel is too narrow for three
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=columns, frameon=False)
     fig.suptitle(f"{workload}: mean ± std over seeds (dots: each seed)")
-    fig.tight_layout(rect=(0, 0, 1, 0.88 - 0.06 * (-(-len(labels) // columns) - 1)))
+    fig.tight_layout(rect=(0, 0, 1, 0.88 - 0.06 * (math.ceil(len(labels) / columns) - 1)))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -375,19 +376,26 @@ def iterations_of(workload: str) -> int:
         PRESETS[Algo.ppo, "atari"]["iterations"]
 
 
+def progress(run_dir: Path) -> tuple[float, float] | None:
+    """An in-flight run's (fraction of its iterations done, wall seconds so far); None if none."""
+    if not (run_dir / "state.json").is_file():
+        return None
+    state = json.loads((run_dir / "state.json").read_text())
+    return state["iteration"] / json.loads((run_dir / "config.json").read_text())["iterations"], state["wall_s"]
+
+
 def estimate_from_2m(workload: str, family: str, size: str | None) -> float | None:
     """One run's wall seconds for a later stage, guessed from the family's Breakout 2M runs (of
     ``size``, else of every size; the finished ones, else the in-flight ones' pace) scaled by
     iterations (Seaquest's emulator costs about what Breakout's does)."""
     two_m = RESULTS / "breakout-ppo-2m"
-    runs = [r for r in map(json.loads, (path.read_text() for path in two_m.glob("*.json")))
-            if r["family"] == family and size in (None, r["size"])]
-    walls = [r["wall_s"] for r in runs]
-    for sz in SIZES[family] if not walls else ():
-        for run_dir in (two_m / "runs").glob(f"breakout-ppo-2m-{family}-{sz}-s*"):
-            state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").is_file() else {}
-            if state.get("iteration") and size in (None, sz):
-                walls.append(state["wall_s"] * iterations_of("breakout-ppo-2m") / state["iteration"])
+    walls = [r["wall_s"] for r in map(json.loads, (path.read_text() for path in two_m.glob("*.json")))
+             if r["family"] == family and size in (None, r["size"])]
+    if not walls:  # the in-flight runs' pace
+        for sz in (size,) if size else SIZES[family]:
+            for run_dir in (two_m / "runs").glob(f"breakout-ppo-2m-{family}-{sz}-s*"):
+                if (done := progress(run_dir)) and done[0]:
+                    walls.append(done[1] / done[0])
     return float(np.mean(walls)) * iterations_of(workload) / iterations_of("breakout-ppo-2m") if walls else None
 
 
@@ -406,10 +414,8 @@ def status(jobs: list[tuple], root: Path, planned: bool = False) -> None:
             run_dir = run_dir_of(workload, out, root)
             if out.exists():
                 done[job] = json.loads(out.read_text())
-            elif (run_dir / "state.json").is_file():
-                state = json.loads((run_dir / "state.json").read_text())
-                iterations = json.loads((run_dir / "config.json").read_text())["iterations"]
-                flying[job] = (run_dir.name, state["iteration"] / iterations, state["wall_s"])
+            elif (done_so_far := progress(run_dir)) is not None:
+                flying[job] = (run_dir.name, *done_so_far)
         spent = sum(r["wall_s"] for r in done.values()) + sum(wall for *_, wall in flying.values())
         left = guessed = 0.0
         unmeasured = {}

@@ -21,6 +21,7 @@ LAYOUT = {"gpt": "token per step", "gpt-feature": "token per feature", "gpt-feat
 TRANSFORMERS = ("gpt", "gpt-feature", "gpt-feature-k1")
 
 # the load each workload's runs ran under, which wall seconds depend on
+CAMPAIGN_LOAD = "two runs at a time on a 2-core CPU machine, beside other work, over several sessions"
 LOAD = {
     "cartpole-dqn": "two runs at a time on a 2-core CPU machine",
     "cartpole-ppo": "two runs at a time on a 2-core CPU machine",
@@ -29,8 +30,8 @@ LOAD = {
                             "wall seconds within this table only",
     "breakout-ppo-2m": "two runs at a time on a 2-core CPU machine; seed 0 with the machine otherwise idle, seeds "
                        "1-2 beside other work (tests, other sessions' commands), so wall seconds are upper bounds",
-    "breakout-ppo-10m": "two runs at a time on a 2-core CPU machine, beside other work, over several sessions",
-    "seaquest-ppo-2m": "two runs at a time on a 2-core CPU machine, beside other work, over several sessions",
+    "breakout-ppo-10m": CAMPAIGN_LOAD,
+    "seaquest-ppo-2m": CAMPAIGN_LOAD,
 }
 
 # published figures a workload's table is read beside
@@ -123,6 +124,12 @@ def _betainc(a: float, b: float, x: float) -> float:
     return front * (f - 1)
 
 
+def best_of(rows: list[dict], family: str, key: str = "final", better=max, seeds: int = 1) -> dict | None:
+    """The family's row with the best mean ``key`` among those with at least ``seeds`` seeds."""
+    mine = [r for r in rows if r["family"] == family and r["seeds"] >= seeds]
+    return better(mine, key=lambda r: r[key][0]) if mine else None
+
+
 def verdict(rows: list[dict]) -> str:
     """The claim as stated, per transformer layout: does its best size (N parameters) beat every
     dense net of at least N parameters? By env steps to solve where the workload has a threshold
@@ -149,8 +156,7 @@ def verdict(rows: list[dict]) -> str:
         return words, p, ahead
 
     def best(family: str) -> dict | None:
-        mine = [r for r in rows if r["family"] == family and r["seeds"] >= 2]
-        return better(mine, key=lambda r: r[key][0]) if mine else None
+        return best_of(rows, family, key, better, seeds=2)
 
     dense_rows = [r for r in rows if r["family"] == "mlp" and r["seeds"] >= 2]
     lines = []
@@ -203,7 +209,7 @@ def beside_published(workload: str, rows: list[dict]) -> str:
     """Each family's best configuration here, beside the published figures."""
     ours = []
     for family in dict.fromkeys(r["family"] for r in rows):
-        r = max((r for r in rows if r["family"] == family), key=lambda r: r["final"][0])
+        r = best_of(rows, family)
         top = max(s["final"]["mean_return"] for s in r["runs"])
         ours.append(f"{family} {r['size']} {fmt(r['final'], 1)} over {r['seeds']} seed{'s' * (r['seeds'] > 1)} "
                     f"(its best seed {top:.1f})")
