@@ -32,8 +32,11 @@ the committed results as soon as the family's sizes all have 3 seeds (`best_at_2
   .venv/bin/python benchmarks/experiment.py run --workload breakout-ppo-2m --workload breakout-ppo-10m \
       --workload seaquest-ppo-2m --jobs 2 --deadline M
 
-runs the whole campaign, stage by stage, over as many sessions as it takes (the plan is read
-again whenever all the runs queued so far have finished).
+runs the whole campaign over as many sessions as it takes: the plan is read again whenever a run
+finishes, and a free slot takes a run begun before (a past session's in-flight state), else the
+next run of the workload with the fewest going, so that a decided later stage advances beside the
+last rows of an earlier one instead of waiting for them. Ctrl-C or SIGTERM stops it as the
+deadline does.
 
 The context ablation (`--context`) runs the GPT of ABLATION["gpt"] with `--context K` and, as
 the control, the MLP of matched size fed the same K steps stacked (`--stack K`); its results go
@@ -51,7 +54,8 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +231,9 @@ def run_one(workload: str, family: str, size: str, seed: int, context: int | Non
         "curve": [[r["env_steps"], r["wall_s"], r["eval/mean_return"]] for r in metrics if "eval/mean_return" in r],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    partial = out.with_suffix(".json.partial")  # the plan is read while runs finish: never half a result
+    partial.write_text(json.dumps(result, indent=1) + "\n")
+    partial.replace(out)
     if compact(workload):  # what stays in the repo: the result and the best model (no optimizer)
         keep = out.parent / "checkpoints" / out.stem
         keep.mkdir(parents=True, exist_ok=True)
@@ -450,10 +456,27 @@ def status(jobs: list[tuple], root: Path, planned: bool = False) -> None:
               + (" (and the runs not measured yet)" if some_unmeasured else ""))
 
 
+def next_job(pending: list[tuple], running: list[tuple], root: Path) -> tuple | None:
+    """The job for a free slot: one begun before (finished, or in flight from a past session, so
+    that few runs stay half-done), else the first pending job of the workload with the fewest runs
+    going (ties: the order the workloads were given)."""
+    begun = [job for job in pending if (out := result_path(*job[:4], job[4])).exists()
+             or progress(run_dir_of(job[0], out, root)) is not None]
+    if begun or not pending:
+        return begun[0] if begun else None
+    going = Counter(job[0] for job in running)
+    workload = min(dict.fromkeys(job[0] for job in pending), key=lambda w: going[w])
+    return next(job for job in pending if job[0] == workload)
+
+
 def stop_at(deadline: float) -> None:
-    """At ``deadline`` (time.time()), stop every run cleanly: SIGTERM, which `trl run` unwinds
-    like Ctrl-C, leaving the run at its last committed iteration."""
     time.sleep(max(0.0, deadline - time.time()))
+    stop_now()
+
+
+def stop_now(*_) -> None:
+    """Stop every run cleanly: SIGTERM, which `trl run` unwinds like Ctrl-C, leaving the run at
+    its last committed iteration."""
     with LOCK:
         STOP.set()
         for proc in RUNNING:
@@ -489,16 +512,23 @@ def main() -> None:
         return
     if a.deadline is not None:
         threading.Thread(target=stop_at, args=(time.time() + 60 * a.deadline,), daemon=True).start()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop_now)
     started: set[tuple] = set()
-    while not STOP.is_set():  # stage by stage: a finished 2M sweep decides what the 10M runs are
-        jobs = [job for job in queue(a) if job not in started]
-        if not jobs:
-            break
-        started.update(jobs)
-        with ThreadPoolExecutor(a.jobs) as pool:
-            futures = {pool.submit(run_one, *job, a.root): job for job in jobs}
-            for future, job in futures.items():
-                r = future.result()
+    running: dict[Future, tuple] = {}
+    with ThreadPoolExecutor(a.jobs) as pool:
+        while True:
+            # the plan read again whenever a run finishes: a finished 2M sweep decides the 10M runs
+            while len(running) < a.jobs and not STOP.is_set():
+                job = next_job([j for j in queue(a) if j not in started], list(running.values()), a.root)
+                if job is None:
+                    break
+                started.add(job)
+                running[pool.submit(run_one, *job, a.root)] = job
+            if not running:
+                break
+            for future in wait(running, return_when=FIRST_COMPLETED).done:
+                job, r = running.pop(future), future.result()
                 if r is None:
                     print(f"{job}: stopped at the deadline; the same command resumes it", flush=True)
                     continue

@@ -80,6 +80,17 @@ def test_the_ledger_stops_at_its_deadline_and_resumes(tmp_path):
     assert flying == ["cartpole-ppo-smoke-mlp-h48-s0", "cartpole-ppo-smoke-mlp-h48-s1"]
     status = subprocess.run([*args[:2], "status", *args[2:]], capture_output=True, text=True, timeout=60)
     assert "0 done, 2 in flight, 0 queued" in status.stdout, status.stdout
+    # SIGTERM (or Ctrl-C) stops it as the deadline does: both runs resumed, then stopped cleanly
+    ledger = subprocess.Popen([*args[:2], "run", *args[2:], "--jobs", "2"], stdout=subprocess.PIPE, text=True)
+    def children() -> int:  # each `trl run` is a child of one of the ledger's threads
+        return sum(len(task.read_text().split()) for task in Path(f"/proc/{ledger.pid}/task").glob("*/children"))
+
+    while children() < 2:
+        time.sleep(0.1)
+    time.sleep(2)
+    ledger.send_signal(signal.SIGTERM)
+    out, _ = ledger.communicate(timeout=120)
+    assert ledger.returncode == 0 and out.count("stopped at the deadline") == 2, out
     second = subprocess.run([*args[:2], "run", *args[2:], "--jobs", "2"], capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr
     done = tmp_path / "sweep" / "cartpole-ppo-smoke"
@@ -141,3 +152,25 @@ def test_the_campaign_takes_each_familys_best_2m_size_further(tmp_path):
     assert "6 queued" in out and "mlp h48" in out and "gpt-feature-k1 - (left out" in out, out
     results({"gpt-feature-k1": {"w24": 36}})  # within the others' spread: it goes on too
     assert "9 queued" in status()
+
+
+def test_a_free_slot_takes_a_begun_run_else_the_workload_with_fewest_going(tmp_path, monkeypatch):
+    """The ledger's order: a run begun in a past session first (finished: returns at once; in flight:
+    resumes), else the first job of the workload with the fewest runs going, ties in the order given."""
+    sys.path.insert(0, str(EXPERIMENT.parent))
+    import experiment
+
+    monkeypatch.setattr(experiment, "RESULTS", tmp_path / "sweep")
+    two_m = [("breakout-ppo-2m", "gpt-feature-k1", "w16", seed, None) for seed in (1, 2)]
+    ten_m = [("breakout-ppo-10m", "gpt", "w32", seed, None) for seed in (0, 1)]
+    pending = two_m + ten_m
+    assert experiment.next_job([], [], tmp_path) is None
+    assert experiment.next_job(pending, [], tmp_path) == two_m[0]
+    assert experiment.next_job(pending, [two_m[0]], tmp_path) == ten_m[0]
+    assert experiment.next_job(pending, [ten_m[0], ten_m[1]], tmp_path) == two_m[0]
+    # ten_m[1] was begun by a past session: its compact state comes first, whatever is going
+    run_dir = experiment.run_dir_of("breakout-ppo-10m", experiment.result_path(*ten_m[1][:4]), tmp_path)
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"iterations": 2442}))
+    (run_dir / "state.json").write_text(json.dumps({"iteration": 100, "wall_s": 900.0}))
+    assert experiment.next_job(pending, [two_m[1], ten_m[0]], tmp_path) == ten_m[1]
