@@ -460,10 +460,12 @@ def next_job(pending: list[tuple], running: list[tuple], root: Path) -> tuple | 
     """The job for a free slot: one begun before (finished, or in flight from a past session, so
     that few runs stay half-done), else the first pending job of the workload with the fewest runs
     going (ties: the order the workloads were given)."""
-    begun = [job for job in pending if (out := result_path(*job[:4], job[4])).exists()
+    begun = [job for job in pending if (out := result_path(*job)).exists()
              or progress(run_dir_of(job[0], out, root)) is not None]
-    if begun or not pending:
-        return begun[0] if begun else None
+    if begun:
+        return begun[0]
+    if not pending:
+        return None
     going = Counter(job[0] for job in running)
     workload = min(dict.fromkeys(job[0] for job in pending), key=lambda w: going[w])
     return next(job for job in pending if job[0] == workload)
