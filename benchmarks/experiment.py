@@ -163,6 +163,7 @@ def compact(workload: str) -> bool:
 
 COMPACT = ["--keep-data", "none", "--keep-checkpoints", "last"]
 STOP = threading.Event()  # set at the deadline: every run is stopped cleanly and resumes next time
+STOPPED_BY = ["the deadline"]  # or the signal that stopped the ledger, for its last lines
 RUNNING: set[subprocess.Popen] = set()
 LOCK = threading.Lock()
 
@@ -476,7 +477,12 @@ def stop_at(deadline: float) -> None:
     stop_now()
 
 
-def stop_now(*_) -> None:
+def stop_on_signal(signum: int, _frame) -> None:
+    STOPPED_BY[0] = signal.Signals(signum).name
+    stop_now()
+
+
+def stop_now() -> None:
     """Stop every run cleanly: SIGTERM, which `trl run` unwinds like Ctrl-C, leaving the run at
     its last committed iteration."""
     with LOCK:
@@ -515,7 +521,7 @@ def main() -> None:
     if a.deadline is not None:
         threading.Thread(target=stop_at, args=(time.time() + 60 * a.deadline,), daemon=True).start()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop_now)
+        signal.signal(sig, stop_on_signal)
     started: set[tuple] = set()
     running: dict[Future, tuple] = {}
     with ThreadPoolExecutor(a.jobs) as pool:
@@ -532,7 +538,7 @@ def main() -> None:
             for future in wait(running, return_when=FIRST_COMPLETED).done:
                 job, r = running.pop(future), future.result()
                 if r is None:
-                    print(f"{job}: stopped at the deadline; the same command resumes it", flush=True)
+                    print(f"{job}: stopped by {STOPPED_BY[0]}; the same command resumes it", flush=True)
                     continue
                 print(f"{job}: {r['parameters']:,} params, solved {r['solved']}, env steps {r['env_steps']:,}, "
                       f"final {r['final']['mean_return']:.1f}", flush=True)
