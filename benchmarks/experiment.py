@@ -235,11 +235,11 @@ def run_one(workload: str, family: str, size: str, seed: int, context: int | Non
     partial = out.with_suffix(".json.partial")  # the plan is read while runs finish: never half a result
     partial.write_text(json.dumps(result, indent=1) + "\n")
     partial.replace(out)
-    if compact(workload):  # what stays in the repo: the result and the best model (no optimizer)
-        keep = out.parent / "checkpoints" / out.stem
-        keep.mkdir(parents=True, exist_ok=True)
-        for name in ("model.safetensors", "config.json"):
-            shutil.copy2(run_dir / "checkpoints" / "best" / name, keep / name)
+    if compact(workload):  # what stays in the repo: the result, the best and the last model (no optimizer)
+        for ckpt, keep in (("best", out.stem), ("last", out.stem + "-last")):
+            (out.parent / "checkpoints" / keep).mkdir(parents=True, exist_ok=True)
+            for name in ("model.safetensors", "config.json"):
+                shutil.copy2(run_dir / "checkpoints" / ckpt / name, out.parent / "checkpoints" / keep / name)
         shutil.rmtree(run_dir)
     return result
 
@@ -261,6 +261,7 @@ def summary(results: list[dict]) -> list[dict]:
     for family, size, context in groups:
         mine = [r for r in results if (r["family"], r["size"], r.get("context")) == (family, size, context)]
         final = np.array([r["final"]["mean_return"] for r in mine])
+        last = np.array([r["last"]["mean_return"] for r in mine if r.get("last")])  # absent from early results
         steps = np.array([r["env_steps"] for r in mine])
         wall = np.array([r["wall_s"] for r in mine])
         parameters = int(np.mean([r["parameters"] for r in mine]))
@@ -268,7 +269,9 @@ def summary(results: list[dict]) -> list[dict]:
         rows.append({"family": family, "size": size, "context": context, "k": k, "parameters": parameters,
                      "x": parameters if context is None else context, "seeds": len(mine),
                      "solved": sum(bool(r["solved"]) for r in mine), "stop_at": mine[0]["stop_at"],
-                     "final": (final.mean(), final.std()), "env_steps": (steps.mean(), steps.std()),
+                     "final": (final.mean(), final.std()),
+                     "last": (last.mean(), last.std(), len(last)) if len(last) else None,
+                     "env_steps": (steps.mean(), steps.std()),
                      "wall_s": (wall.mean(), wall.std()), "runs": mine})
     return rows
 
@@ -277,17 +280,18 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.lines
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
     from sweep_report import LAYOUT
 
     solving = rows[0]["stop_at"] is not None
-    panels = [("final", "final score, 100 episodes")]
+    panels = [("final", "final score, 100 episodes" if solving else "score on 100 games")]
     if solving:
         panels += [("env_steps", "env steps to solve (budget if not)"),
                    ("wall_s", "wall seconds to solve (whole run if not)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 5 * len(panels)), 4 if solving else 4.5), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
         for family, colour in (("gpt", "tab:blue"), ("mlp", "tab:orange"), ("gpt-feature", "tab:green"),
                                ("gpt-feature-k1", "tab:purple")):
@@ -302,6 +306,9 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
             for r in mine:  # every seed
                 values = [s["final"]["mean_return"] if key == "final" else s[key] for s in r["runs"]]
                 ax.scatter([r["x"]] * len(values), values, color=colour, s=8, alpha=0.6)
+                if key == "final" and not solving:  # the last checkpoint beside the best
+                    lasts = [s["last"]["mean_return"] for s in r["runs"] if s.get("last")]
+                    ax.scatter([r["x"]] * len(lasts), lasts, color=colour, marker="x", s=18, alpha=0.8)
         ablation = rows[0]["context"] is not None
         ax.set_xscale("log", base=2 if ablation else 10)
         ticks = sorted({r["x"] for r in rows}) if ablation else [t for t in (1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5)
@@ -313,10 +320,15 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()  # one legend, above the panels
+    if not solving:
+        handles.append(matplotlib.lines.Line2D([], [], color="grey", marker="x", linestyle=""))
+        labels.append("each seed's last checkpoint")
     columns = len(labels) if len(panels) > 1 else 2  # one panel is too narrow for three
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=columns, frameon=False)
-    fig.suptitle(f"{workload}: mean ± std over seeds (dots: each seed)")
-    fig.tight_layout(rect=(0, 0, 1, 0.88 - 0.06 * (math.ceil(len(labels) / columns) - 1)))
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93 - 0.03 * (not solving)),
+               ncol=columns, frameon=False)
+    fig.suptitle(f"{workload}: mean ± std over seeds (dots: each seed)"
+                 + ("" if solving else "\nof each run's best checkpoint"))
+    fig.tight_layout(rect=(0, 0, 1, 0.88 - 0.06 * (math.ceil(len(labels) / columns) - 1) + 0.03 * (not solving)))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -61,15 +61,24 @@ def fmt(mean_std: tuple[float, float], digits: int = 0) -> str:
 def table(rows: list[dict]) -> str:
     """Markdown: one row per (family, size, K) with its seeds' mean ± std."""
     solving = rows[0]["stop_at"] is not None
-    head = ["family", "layout", "size", "K", "parameters", "seeds"] + (["solved"] if solving else []) + [
-        "final score (100 ep)", "env steps to solve" if solving else "env steps", "wall s"]
+    scores = ["final score (100 ep)"] if solving else ["best checkpoint (100 ep)", "last checkpoint (100 ep)"]
+    head = ["family", "layout", "size", "K", "parameters", "seeds"] + (["solved"] if solving else []) + scores + [
+        "env steps to solve" if solving else "env steps", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         cells = [r["family"], LAYOUT[r["family"]], r["size"], str(r["k"]), f"{r['parameters']:,}", str(r["seeds"])]
         cells += [f"{r['solved']}/{r['seeds']}"] if solving else []
-        cells += [fmt(r["final"], 1), fmt(r["env_steps"]), fmt(r["wall_s"])]
+        cells += [fmt(r["final"], 1)] + ([] if solving else [last_cell(r)]) + [fmt(r["env_steps"]), fmt(r["wall_s"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def last_cell(r: dict) -> str:
+    """The last iteration's checkpoint on the same 100 games (results from before it was scored: -)."""
+    if r["last"] is None:
+        return "-"
+    mean, std, n = r["last"]
+    return fmt((mean, std), 1) + (f" ({n} of {r['seeds']} seeds)" if n < r["seeds"] else "")
 
 
 def welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
@@ -133,11 +142,12 @@ def best_of(rows: list[dict], family: str, key: str = "final", better=max, seeds
 def verdict(rows: list[dict]) -> str:
     """The claim as stated, per transformer layout: does its best size (N parameters) beat every
     dense net of at least N parameters? By env steps to solve where the workload has a threshold
-    (fewer is better), else by the final score; Welch's test over seeds, with the 95% interval
+    (fewer is better), else by the best checkpoint's score; Welch's test over seeds, with the 95% interval
     of each difference (transformer minus dense net). Then the same best size against the dense
     net's best size, whatever its size."""
     solving = rows[0]["stop_at"] is not None
-    key, metric, better = ("env_steps", "env steps to solve", min) if solving else ("final", "final score", max)
+    key, metric, better = (("env_steps", "env steps to solve", min) if solving
+                           else ("final", "the best checkpoint's score", max))
     digits = 0 if solving else 1
 
     def values(r: dict) -> list[float]:
@@ -211,8 +221,9 @@ def beside_published(workload: str, rows: list[dict]) -> str:
     for family in dict.fromkeys(r["family"] for r in rows):
         r = best_of(rows, family)
         top = max(s["final"]["mean_return"] for s in r["runs"])
+        last = "" if r["last"] is None else f"; its last checkpoint{'s' * (r['seeds'] > 1)} {last_cell(r)}"
         ours.append(f"{family} {r['size']} {fmt(r['final'], 1)} over {r['seeds']} seed{'s' * (r['seeds'] > 1)} "
-                    f"(its best seed {top:.1f})")
+                    f"(its best seed {top:.1f}{last})")
     return f"Beside the published figures: {PUBLISHED[workload]}: " + "; ".join(ours) + "."
 
 
@@ -223,7 +234,7 @@ def block(workload: str, rows: list[dict], plot: str | None) -> str:
         parts += ["", beside_published(workload, rows)]
     if rows[0]["context"] is None:
         unit = "env steps to solve: below 0, the transformer" if rows[0]["stop_at"] is not None else \
-            "final score: above 0, the transformer"
+            "the best checkpoint's score on 100 games: above 0, the transformer"
         parts += ["", f"Verdict, computed from the seeds above (differences: transformer minus dense net, in {unit} "
                   "is better; Welch's t-test over seeds):", "", verdict(rows)]
     if plot:

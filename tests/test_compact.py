@@ -97,8 +97,11 @@ def test_the_ledger_stops_at_its_deadline_and_resumes(tmp_path):
     for seed in (0, 1):
         result = json.loads((done / f"mlp-h48-s{seed}.json").read_text())
         assert result["env_steps"] >= 60 * 1024 and result["final"]["episodes"] == 100
-        assert sorted(p.name for p in (done / "checkpoints" / f"mlp-h48-s{seed}").iterdir()) == [
-            "config.json", "model.safetensors"]
+        for keep in (f"mlp-h48-s{seed}", f"mlp-h48-s{seed}-last"):  # the best and the last model
+            kept = sorted(p.name for p in (done / "checkpoints" / keep).iterdir())
+            assert kept == ["config.json", "model.safetensors"], kept
+        last = json.loads((done / "checkpoints" / f"mlp-h48-s{seed}-last" / "config.json").read_text())
+        assert last["counters"]["iteration"] == 60, last["counters"]
     assert not (done / "runs").exists() or not any((done / "runs").iterdir())
     status = subprocess.run([*args[:2], "status", *args[2:]], capture_output=True, text=True, timeout=60)
     assert "2 done, 0 in flight, 0 queued" in status.stdout, status.stdout

@@ -70,3 +70,18 @@ def test_the_10m_block_reads_each_familys_best_beside_the_published_figures():
     assert "Sygnowski and Michalewski, 2016): 99.6" in text
     assert "gpt w32 88.3 ± 6.2 over 3 seeds (its best seed 95.0); mlp h48 72.3 ± 2.1 over 3 seeds" in text
     assert "Sygnowski" not in sweep_report.block("breakout-ppo-2m", rows, None)
+
+
+def test_the_table_scores_the_last_checkpoint_beside_the_best():
+    """The best checkpoint (picked on a few evaluation games) can score below the last one on the
+    same 100 games; the table gives both, and says when early results lack the last."""
+    gpt = runs("gpt", "w32", 30_313, [73.5, 80, 90])
+    for r, last in zip(gpt, [100.2, 90.0, None], strict=True):
+        r["last"] = None if last is None else {"mean_return": last}
+    mlp = runs("mlp", "h48", 8_985, [70, 75, 72])
+    table = sweep_report.table(experiment.summary(gpt + mlp))
+    assert "| best checkpoint (100 ep) | last checkpoint (100 ep) |" in table
+    assert "| 81.2 ± 6.8 | 95.1 ± 5.1 (2 of 3 seeds) |" in table
+    assert "| 72.3 ± 2.1 | - |" in table
+    text = sweep_report.block("breakout-ppo-10m", experiment.summary(gpt + mlp), None)
+    assert "gpt w32 81.2 ± 6.8 over 3 seeds (its best seed 90.0; its last checkpoints 95.1 ± 5.1 (2 of 3 seeds))" in text
