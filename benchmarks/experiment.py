@@ -403,19 +403,30 @@ def progress(run_dir: Path) -> tuple[float, float] | None:
     return state["iteration"] / json.loads((run_dir / "config.json").read_text())["iterations"], state["wall_s"]
 
 
-def estimate_from_2m(workload: str, family: str, size: str | None) -> float | None:
-    """One run's wall seconds for a later stage, guessed from the family's Breakout 2M runs (of
-    ``size``, else of every size; the finished ones, else the in-flight ones' pace) scaled by
-    iterations (Seaquest's emulator costs about what Breakout's does)."""
+def wall_at_2m(family: str, size: str | None) -> float | None:
+    """The mean wall seconds of the family's Breakout 2M runs (of ``size``, else of every size):
+    the finished ones, else the in-flight ones' pace."""
     two_m = RESULTS / "breakout-ppo-2m"
     walls = [r["wall_s"] for r in map(json.loads, (path.read_text() for path in two_m.glob("*.json")))
              if r["family"] == family and size in (None, r["size"])]
-    if not walls:  # the in-flight runs' pace
+    if not walls:
         for sz in (size,) if size else SIZES[family]:
             for run_dir in (two_m / "runs").glob(f"breakout-ppo-2m-{family}-{sz}-s*"):
                 if (done := progress(run_dir)) and done[0]:
                     walls.append(done[1] / done[0])
-    return float(np.mean(walls)) * iterations_of(workload) / iterations_of("breakout-ppo-2m") if walls else None
+    return float(np.mean(walls)) if walls else None
+
+
+def estimate_from_2m(workload: str, family: str, size: str | None) -> float | None:
+    """One run's wall seconds for a later stage, guessed from the family's Breakout 2M runs: times
+    what the stage's finished runs took over their own 2M configurations' (the 10M runs budget
+    their evaluations, so they cost less than their iterations say), else scaled by iterations
+    (Seaquest's emulator costs about what Breakout's does)."""
+    if (mine := wall_at_2m(family, size)) is None:
+        return None
+    finished = [json.loads(path.read_text()) for path in (RESULTS / workload).glob("*.json")]
+    ratios = [r["wall_s"] / two_m for r in finished if (two_m := wall_at_2m(r["family"], r["size"]))]
+    return mine * (float(np.mean(ratios)) if ratios else iterations_of(workload) / iterations_of("breakout-ppo-2m"))
 
 
 def status(jobs: list[tuple], root: Path, planned: bool = False) -> None:

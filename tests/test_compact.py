@@ -153,6 +153,16 @@ def test_the_campaign_takes_each_familys_best_2m_size_further(tmp_path):
     results({"mlp": {"h160": 25}})
     out = status()
     assert "6 queued" in out and "mlp h48" in out and "gpt-feature-k1 - (left out" in out, out
+    # a finished 10M run took 4,800 s against its 2M configuration's 1,800: the runs not measured
+    # yet at 10M are guessed at the same ratio, not by iterations (its evaluations are budgeted)
+    ten_m = tmp_path / "sweep" / "breakout-ppo-10m"
+    ten_m.mkdir()
+    (ten_m / "gpt-w32-s0.json").write_text(json.dumps(
+        {"workload": "breakout-ppo-10m", "family": "gpt", "size": "w32", "seed": 0, "wall_s": 4800.0}))
+    out = status()
+    assert "1 done, 0 in flight, 5 queued; 1.3 h spent, 2.7 h left at each family's measured speed" in out, out
+    assert "+ 4.0 h guessed from the 2M runs" in out, out  # mlp h48: 3 x 1,800 s x 4,800 / 1,800
+    (ten_m / "gpt-w32-s0.json").unlink()
     results({"gpt-feature-k1": {"w24": 36}})  # within the others' spread: it goes on too
     assert "9 queued" in status()
 
