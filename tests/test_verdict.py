@@ -84,4 +84,5 @@ def test_the_table_scores_the_last_checkpoint_beside_the_best():
     assert "| 81.2 ± 6.8 | 95.1 ± 5.1 (2 of 3 seeds) |" in table
     assert "| 72.3 ± 2.1 | - |" in table
     text = sweep_report.block("breakout-ppo-10m", experiment.summary(gpt + mlp), None)
-    assert "gpt w32 81.2 ± 6.8 over 3 seeds (its best seed 90.0; its last checkpoints 95.1 ± 5.1 (2 of 3 seeds))" in text
+    assert ("gpt w32 81.2 ± 6.8 over 3 seeds (its best seed 90.0; its last checkpoints 95.1 ± 5.1 (2 of 3 seeds))"
+            in text)
