@@ -334,6 +334,47 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def plot_paths(workload: str, rows: list[dict], plots: Path) -> dict[str, Path]:
+    """A workload's plots by kind (sweep_report.ALT): every workload's score vs parameters, and
+    the Atari stages' learning curves."""
+    pngs = {"vs parameters": plots / f"sweep_{workload}.png"}
+    if rows[0]["stop_at"] is None and rows[0]["context"] is None:
+        pngs["curves"] = plots / f"sweep_{workload}_curves.png"
+    return pngs
+
+
+def curves(workload: str, rows: list[dict], out: Path) -> None:
+    """Every run's evaluations (16 games each) against env steps: one panel per family, one
+    colour per size, a line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sweep_report import LAYOUT
+
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    fig, axes = plt.subplots(1, len(families), figsize=(max(6.5, 4.5 * len(families)), 3.8), sharey=True, squeeze=False)
+    for ax, family in zip(axes[0], families, strict=True):
+        mine = [r for r in rows if r["family"] == family]
+        for i, r in enumerate(mine):
+            colour = plt.get_cmap("viridis")(i / max(1, len(mine) - 1) * 0.85)
+            for seed, run in enumerate(r["runs"]):
+                steps, _, score = zip(*run["curve"], strict=True)
+                ax.plot(np.array(steps) / 1e6, score, color=colour, lw=1, alpha=0.8,
+                        label=f"{r['size']} ({r['parameters']:,})" if seed == 0 else None)
+        ax.set_title(f"{family} ({LAYOUT[family]})", fontsize=10)
+        ax.set_xlabel("env steps (millions)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="size (parameters)", title_fontsize=8)
+    axes[0][0].set_ylabel("evaluation score (16 games)")
+    fig.suptitle(f"{workload}: every run's evaluations, a line per seed")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def report(plots: Path) -> None:
     """Print every workload's table and verdict, draw its plot, and write both into the marked
     blocks of README.md and benchmarks/RESULTS.md (sweep_report.py)."""
@@ -345,13 +386,14 @@ def report(plots: Path) -> None:
         readme[workload] = results_md[workload] = waiting(workload)
     for workload, results in load_results().items():
         rows = summary(results)
-        png = plots / f"sweep_{workload}.png"
-        plot(workload, rows, png)
-        print(f"\n### {workload}\n\n{block(workload, rows, None)}\n\nplot: {png}")
-        where = png.resolve()
-        inside = where.is_relative_to(repo)
-        readme[workload] = block(workload, rows, str(where.relative_to(repo)) if inside else None)
-        results_md[workload] = block(workload, rows, "../" + str(where.relative_to(repo)) if inside else None)
+        pngs = plot_paths(workload, rows, plots)
+        for kind, png in pngs.items():
+            (plot if kind == "vs parameters" else curves)(workload, rows, png)
+        print(f"\n### {workload}\n\n{block(workload, rows, None)}\n\nplots: {', '.join(map(str, pngs.values()))}")
+        where = {kind: png.resolve() for kind, png in pngs.items()}
+        inside = {kind: str(png.relative_to(repo)) for kind, png in where.items() if png.is_relative_to(repo)}
+        readme[workload] = block(workload, rows, inside)
+        results_md[workload] = block(workload, rows, {kind: "../" + png for kind, png in inside.items()})
     for path, blocks in ((repo / "README.md", readme), (repo / "benchmarks" / "RESULTS.md", results_md)):
         written = write_blocks(path, blocks)
         print(f"{path.name}: {', '.join(written) or 'no marked blocks'}")

@@ -227,7 +227,11 @@ def beside_published(workload: str, rows: list[dict]) -> str:
     return f"Beside the published figures: {PUBLISHED[workload]}: " + "; ".join(ours) + "."
 
 
-def block(workload: str, rows: list[dict], plot: str | None) -> str:
+ALT = {"vs parameters": "score, env steps and wall seconds vs parameters, every seed",
+       "curves": "every run's evaluations against env steps"}
+
+
+def block(workload: str, rows: list[dict], plots: dict[str, str] | None) -> str:
     """The generated text for one workload."""
     parts = [table(rows), "", f"Load: {load_of(workload, rows)}. Mean ± std over seeds."]
     if workload in PUBLISHED:
@@ -237,8 +241,8 @@ def block(workload: str, rows: list[dict], plot: str | None) -> str:
             "the best checkpoint's score on 100 games: above 0, the transformer"
         parts += ["", f"Verdict, computed from the seeds above (differences: transformer minus dense net, in {unit} "
                   "is better; Welch's t-test over seeds):", "", verdict(rows)]
-    if plot:
-        parts += ["", f"![{workload}: score, env steps and wall seconds vs parameters, every seed]({plot})"]
+    for kind, path in (plots or {}).items():  # kind: a key of ALT
+        parts += ["", f"![{workload}: {ALT[kind]}]({path})"]
     return "\n".join(parts)
 
 

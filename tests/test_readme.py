@@ -42,10 +42,11 @@ def test_generated_tables_match_the_committed_results(path):
         if workload not in results:  # planned, nothing finished yet
             assert body.strip() == sweep_report.waiting(workload), f"{path}: run experiment.py report"
             continue
-        expected = sweep_report.block(workload, experiment.summary(results[workload]),
-                                      f"{prefix}docs/sweep_{workload}.png")
+        rows = experiment.summary(results[workload])
+        pngs = experiment.plot_paths(workload, rows, Path("docs"))
+        expected = sweep_report.block(workload, rows, {kind: f"{prefix}{png}" for kind, png in pngs.items()})
         assert body.strip() == expected.strip(), f"{path}: the {workload} block is stale: run experiment.py report"
-        assert (ROOT / "docs" / f"sweep_{workload}.png").is_file()
+        assert all((ROOT / png).is_file() for png in pngs.values())
 
 
 def test_each_table_appears_once():

@@ -86,3 +86,15 @@ def test_the_table_scores_the_last_checkpoint_beside_the_best():
     text = sweep_report.block("breakout-ppo-10m", experiment.summary(gpt + mlp), None)
     assert ("gpt w32 81.2 ± 6.8 over 3 seeds (its best seed 90.0; its last checkpoints 95.1 ± 5.1 (2 of 3 seeds))"
             in text)
+
+
+def test_an_atari_block_shows_its_plots_and_the_curves_plot_draws_every_run(tmp_path):
+    rows = experiment.summary(GPT + SMALL_BETTER)
+    for r in rows:
+        for seed, run in enumerate(r["runs"]):
+            run["curve"] = [[100_000 * i, 10.0 * i, 5.0 + i + seed] for i in range(1, 6)]
+    text = sweep_report.block("w", rows, {"vs parameters": "docs/a.png", "curves": "docs/b.png"})
+    assert "![w: score, env steps and wall seconds vs parameters, every seed](docs/a.png)" in text
+    assert "![w: every run's evaluations against env steps](docs/b.png)" in text
+    experiment.curves("w", rows, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
