@@ -237,9 +237,10 @@ def run_one(workload: str, family: str, size: str, seed: int, context: int | Non
     partial.replace(out)
     if compact(workload):  # what stays in the repo: the result, the best and the last model (no optimizer)
         for ckpt, keep in (("best", out.stem), ("last", out.stem + "-last")):
-            (out.parent / "checkpoints" / keep).mkdir(parents=True, exist_ok=True)
+            kept = out.parent / "checkpoints" / keep
+            kept.mkdir(parents=True, exist_ok=True)
             for name in ("model.safetensors", "config.json"):
-                shutil.copy2(run_dir / "checkpoints" / ckpt / name, out.parent / "checkpoints" / keep / name)
+                shutil.copy2(run_dir / "checkpoints" / ckpt / name, kept / name)
         shutil.rmtree(run_dir)
     return result
 
@@ -274,6 +275,14 @@ def summary(results: list[dict]) -> list[dict]:
                      "env_steps": (steps.mean(), steps.std()),
                      "wall_s": (wall.mean(), wall.std()), "runs": mine})
     return rows
+
+
+def save(fig, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def plot(workload: str, rows: list[dict], out: Path) -> None:
@@ -329,9 +338,7 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
     fig.suptitle(f"{workload}: mean ± std over seeds (dots: each seed)"
                  + ("" if solving else "\nof each run's best checkpoint"))
     fig.tight_layout(rect=(0, 0, 1, 0.88 - 0.06 * (math.ceil(len(labels) / columns) - 1) + 0.03 * (not solving)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save(fig, out)
 
 
 def plot_paths(workload: str, rows: list[dict], plots: Path) -> dict[str, Path]:
@@ -370,9 +377,10 @@ def curves(workload: str, rows: list[dict], out: Path) -> None:
     axes[0][0].set_ylabel("evaluation score (16 games)")
     fig.suptitle(f"{workload}: every run's evaluations, a line per seed")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save(fig, out)
+
+
+DRAW = {"vs parameters": plot, "curves": curves}  # plot_paths' kinds
 
 
 def report(plots: Path) -> None:
@@ -388,10 +396,10 @@ def report(plots: Path) -> None:
         rows = summary(results)
         pngs = plot_paths(workload, rows, plots)
         for kind, png in pngs.items():
-            (plot if kind == "vs parameters" else curves)(workload, rows, png)
+            DRAW[kind](workload, rows, png)
         print(f"\n### {workload}\n\n{block(workload, rows, None)}\n\nplots: {', '.join(map(str, pngs.values()))}")
-        where = {kind: png.resolve() for kind, png in pngs.items()}
-        inside = {kind: str(png.relative_to(repo)) for kind, png in where.items() if png.is_relative_to(repo)}
+        inside = {kind: str(png.resolve().relative_to(repo)) for kind, png in pngs.items()
+                  if png.resolve().is_relative_to(repo)}
         readme[workload] = block(workload, rows, inside)
         results_md[workload] = block(workload, rows, {kind: "../" + png for kind, png in inside.items()})
     for path, blocks in ((repo / "README.md", readme), (repo / "benchmarks" / "RESULTS.md", results_md)):
