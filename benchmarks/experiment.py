@@ -342,10 +342,13 @@ def plot(workload: str, rows: list[dict], out: Path) -> None:
 
 
 def plot_paths(workload: str, rows: list[dict], plots: Path) -> dict[str, Path]:
-    """A workload's plots by kind (sweep_report.ALT): every workload's score vs parameters, and
-    the Atari stages' learning curves."""
-    pngs = {"vs parameters": plots / f"sweep_{workload}.png"}
-    if rows[0]["stop_at"] is None and rows[0]["context"] is None:
+    """A workload's plots by kind (sweep_report.ALT): every workload's score vs parameters (with
+    env steps and wall seconds to solve where runs stop once solved), and the Atari stages'
+    learning curves."""
+    if rows[0]["stop_at"] is not None:
+        return {"vs parameters": plots / f"sweep_{workload}.png"}
+    pngs = {"score vs parameters": plots / f"sweep_{workload}.png"}
+    if rows[0]["context"] is None:
         pngs["curves"] = plots / f"sweep_{workload}_curves.png"
     return pngs
 
@@ -380,7 +383,7 @@ def curves(workload: str, rows: list[dict], out: Path) -> None:
     save(fig, out)
 
 
-DRAW = {"vs parameters": plot, "curves": curves}  # plot_paths' kinds
+DRAW = {"vs parameters": plot, "score vs parameters": plot, "curves": curves}  # plot_paths' kinds
 
 
 def report(plots: Path) -> None:

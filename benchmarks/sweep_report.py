@@ -228,6 +228,7 @@ def beside_published(workload: str, rows: list[dict]) -> str:
 
 
 ALT = {"vs parameters": "score, env steps and wall seconds vs parameters, every seed",
+       "score vs parameters": "score on 100 games vs parameters, every seed's best and last checkpoint",
        "curves": "every run's evaluations against env steps"}
 
 

@@ -93,8 +93,8 @@ def test_an_atari_block_shows_its_plots_and_the_curves_plot_draws_every_run(tmp_
     for r in rows:
         for seed, run in enumerate(r["runs"]):
             run["curve"] = [[100_000 * i, 10.0 * i, 5.0 + i + seed] for i in range(1, 6)]
-    text = sweep_report.block("w", rows, {"vs parameters": "docs/a.png", "curves": "docs/b.png"})
-    assert "![w: score, env steps and wall seconds vs parameters, every seed](docs/a.png)" in text
-    assert "![w: every run's evaluations against env steps](docs/b.png)" in text
+    text = sweep_report.block("w", rows, experiment.plot_paths("w", rows, Path("docs")))
+    assert "![w: score on 100 games vs parameters, every seed's best and last checkpoint](docs/sweep_w.png)" in text
+    assert "![w: every run's evaluations against env steps](docs/sweep_w_curves.png)" in text
     experiment.curves("w", rows, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
