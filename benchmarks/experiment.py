@@ -401,8 +401,8 @@ def report(plots: Path) -> None:
         for kind, png in pngs.items():
             DRAW[kind](workload, rows, png)
         print(f"\n### {workload}\n\n{block(workload, rows, None)}\n\nplots: {', '.join(map(str, pngs.values()))}")
-        inside = {kind: str(png.resolve().relative_to(repo)) for kind, png in pngs.items()
-                  if png.resolve().is_relative_to(repo)}
+        where = {kind: png.resolve() for kind, png in pngs.items()}
+        inside = {kind: str(png.relative_to(repo)) for kind, png in where.items() if png.is_relative_to(repo)}
         readme[workload] = block(workload, rows, inside)
         results_md[workload] = block(workload, rows, {kind: "../" + png for kind, png in inside.items()})
     for path, blocks in ((repo / "README.md", readme), (repo / "benchmarks" / "RESULTS.md", results_md)):
