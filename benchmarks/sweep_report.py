@@ -220,10 +220,13 @@ def beside_published(workload: str, rows: list[dict]) -> str:
     ours = []
     for family in dict.fromkeys(r["family"] for r in rows):
         r = best_of(rows, family)
+        if r["seeds"] == 1:  # one score: no spread to give
+            last = "" if r["last"] is None else f"; its last checkpoint {r['last'][0]:.1f}"
+            ours.append(f"{family} {r['size']} {r['final'][0]:.1f} from 1 seed so far{last}")
+            continue
         top = max(s["final"]["mean_return"] for s in r["runs"])
-        last = "" if r["last"] is None else f"; its last checkpoint{'s' * (r['seeds'] > 1)} {last_cell(r)}"
-        ours.append(f"{family} {r['size']} {fmt(r['final'], 1)} over {r['seeds']} seed{'s' * (r['seeds'] > 1)} "
-                    f"(its best seed {top:.1f}{last})")
+        last = "" if r["last"] is None else f"; its last checkpoints {last_cell(r)}"
+        ours.append(f"{family} {r['size']} {fmt(r['final'], 1)} over {r['seeds']} seeds (its best seed {top:.1f}{last})")
     return f"Beside the published figures: {PUBLISHED[workload]}: " + "; ".join(ours) + "."
 
 

@@ -72,6 +72,15 @@ def test_the_10m_block_reads_each_familys_best_beside_the_published_figures():
     assert "Sygnowski" not in sweep_report.block("breakout-ppo-2m", rows, None)
 
 
+def test_a_family_with_one_seed_reads_as_one_score_not_a_spread():
+    mlp = runs("mlp", "h48", 8_985, [51.8])
+    mlp[0]["last"] = {"mean_return": 58.0}
+    text = sweep_report.block("breakout-ppo-10m", experiment.summary(runs("gpt", "w32", 30_313, [80, 95, 90]) + mlp),
+                              None)
+    assert "; mlp h48 51.8 from 1 seed so far; its last checkpoint 58.0." in text
+    assert "51.8 ± 0.0 over" not in text
+
+
 def test_the_table_scores_the_last_checkpoint_beside_the_best():
     """The best checkpoint (picked on a few evaluation games) can score below the last one on the
     same 100 games; the table gives both, and says when early results lack the last."""
