@@ -226,7 +226,8 @@ def beside_published(workload: str, rows: list[dict]) -> str:
             continue
         top = max(s["final"]["mean_return"] for s in r["runs"])
         last = "" if r["last"] is None else f"; its last checkpoints {last_cell(r)}"
-        ours.append(f"{family} {r['size']} {fmt(r['final'], 1)} over {r['seeds']} seeds (its best seed {top:.1f}{last})")
+        ours.append(f"{family} {r['size']} {fmt(r['final'], 1)} over {r['seeds']} seeds "
+                    f"(its best seed {top:.1f}{last})")
     return f"Beside the published figures: {PUBLISHED[workload]}: " + "; ".join(ours) + "."
 
 
