@@ -47,7 +47,10 @@ def read_shard(root: Path, shard: dict[str, Any], manifest: dict[str, Any],
     if problem:
         raise _damaged(path, problem, root)
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        # ParquetFile.read, not read_table: read_table's async scan can drop its last hold on the
+        # Python bytes from an Arrow thread after returning, and if the process is exiting then
+        # (a refused writer's error), that thread aborts it ("terminate called ...", SIGABRT)
+        table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (pa.ArrowException, OSError) as e:
         raise _damaged(path, f"unreadable Parquet ({' '.join(str(e).split())})", root) from e
     problems = table_problems(table, shard, manifest)
